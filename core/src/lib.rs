@@ -1,0 +1,2 @@
+//! mcpgw core: every security decision, made once, for every host (the proxy-wasm filters, the
+//! sidecar's `/verify`). No ABI, no async runtime, no clock: time and keys are passed in.

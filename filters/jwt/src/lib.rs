@@ -1,0 +1,1 @@
+//! The JWT filter: a thin proxy-wasm shell over `mcpgw_core`.

@@ -1,0 +1,2 @@
+# The JWT filter (issue: data plane, JWT).
+WASM_CRATES += mcpgw-filter-jwt
