@@ -17,7 +17,7 @@ VENV_BENCH  := .venv-bench
 PIP_FLAGS   := -q --disable-pip-version-check --no-input
 CARGO       ?= cargo
 WASM_TARGET := wasm32-wasip1
-WASM_OUT    := target/$(WASM_TARGET)/wasm
+WASM_OUT    := $(or $(CARGO_TARGET_DIR),target)/$(WASM_TARGET)/wasm
 
 TEST_TARGETS  :=
 BENCH_TARGETS :=
