@@ -1,2 +1,8 @@
 //! mcpgw core: every security decision, made once, for every host (the proxy-wasm filters, the
 //! sidecar's `/verify`). No ABI, no async runtime, no clock: time and keys are passed in.
+
+pub mod auth;
+pub mod claims;
+pub mod identity;
+pub mod jwk;
+pub mod resource;

@@ -1,0 +1,511 @@
+//! Access-token verification and the one decision every host acts on.
+//!
+//! [`verify_signature`] checks a compact JWS against a [`KeySet`] (algorithm allow-list, `kid`
+//! selection, `typ`, `crit`, signature, required claims); [`check_claims`] checks the verified
+//! claims against the resource being called and the time (`iss`, RFC 8707 `aud`, `exp`/`nbf`/`iat`
+//! with leeway, scopes). [`authenticate`] runs both from an `Authorization` header value and turns
+//! the outcome into a [`Decision`]: allow with an [`Identity`], or deny with status,
+//! `WWW-Authenticate` and a small JSON body. [`TokenCache`] remembers verified signatures so a
+//! token seen again costs no signature check; claims are re-checked on every request.
+
+use std::collections::HashMap;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::claims::{AccessTokenClaims, Audience, Scopes};
+use crate::identity::Identity;
+use crate::jwk::{Algorithm, KeyEntry, KeySet, VerifyingKey};
+use crate::resource::Resource;
+
+/// Default for [`VerifyOptions::leeway_secs`]: clock skew tolerated on `exp`, `nbf` and `iat`.
+pub const DEFAULT_LEEWAY_SECS: u64 = 30;
+/// Default for [`VerifyOptions::max_token_bytes`].
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// What a token must satisfy besides the resource's own requirements.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifyOptions {
+    /// The only accepted `iss` (exact match).
+    pub issuer: String,
+    /// The accepted signature algorithms; anything else (and always `none`/HMAC) is refused.
+    pub algorithms: Vec<Algorithm>,
+    /// Seconds of clock skew tolerated on `exp`, `nbf` and `iat`.
+    pub leeway_secs: u64,
+    /// Longer tokens are refused before any parsing.
+    pub max_token_bytes: usize,
+}
+
+impl VerifyOptions {
+    /// Options for tokens from `issuer`: every supported algorithm, default leeway and size limit.
+    pub fn new(issuer: impl Into<String>) -> VerifyOptions {
+        VerifyOptions {
+            issuer: issuer.into(),
+            algorithms: Algorithm::ALL.to_vec(),
+            leeway_secs: DEFAULT_LEEWAY_SECS,
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+        }
+    }
+}
+
+/// Why a token was refused. The `Display` text is safe to send to the client: it never echoes
+/// any part of the token.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// Longer than [`VerifyOptions::max_token_bytes`].
+    #[error("token too large")]
+    TokenTooLarge,
+    /// Not three base64url parts with a JSON header and payload.
+    #[error("malformed token")]
+    Malformed,
+    /// `alg` is `none`, an HMAC algorithm, or unknown.
+    #[error("unsupported algorithm")]
+    UnsupportedAlgorithm,
+    /// `alg` is supported but not in the allow-list.
+    #[error("algorithm not allowed")]
+    AlgorithmNotAllowed(Algorithm),
+    /// `typ` is not `at+jwt` (RFC 9068 §4).
+    #[error("token type is not at+jwt")]
+    WrongTokenType,
+    /// The header carries `crit` extensions, none of which are understood (RFC 7515 §4.1.11).
+    #[error("unsupported critical header")]
+    CriticalHeader,
+    /// The header has no `kid`.
+    #[error("token header has no kid")]
+    MissingKeyId,
+    /// No key has this `kid` (the host may refresh its keys once and retry).
+    #[error("unknown signing key")]
+    UnknownKeyId(String),
+    /// The key exists but may not be used with the token's algorithm.
+    #[error("key does not fit the algorithm")]
+    KeyAlgorithmMismatch,
+    /// The signature does not verify.
+    #[error("invalid signature")]
+    BadSignature,
+    /// A required claim is missing or has the wrong type.
+    #[error("missing or invalid claim `{0}`")]
+    MissingClaim(&'static str),
+    /// `iss` is not the configured issuer.
+    #[error("wrong issuer")]
+    WrongIssuer,
+    /// `aud` does not contain the resource's canonical URL (RFC 8707).
+    #[error("token is not for this resource")]
+    WrongAudience,
+    /// `exp` has passed.
+    #[error("token expired")]
+    Expired,
+    /// `nbf` is in the future.
+    #[error("token not yet valid")]
+    NotYetValid,
+    /// `iat` is in the future.
+    #[error("token issued in the future")]
+    IssuedInFuture,
+}
+
+/// The verified result of [`verify_signature`]: the claims and the key that signed them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The claims.
+    pub claims: AccessTokenClaims,
+    /// The `kid` of the signing key.
+    pub kid: String,
+}
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    #[serde(default)]
+    kid: Option<String>,
+    #[serde(default)]
+    typ: Option<String>,
+    #[serde(default)]
+    crit: Option<serde_json::Value>,
+}
+
+/// The claims as read from the wire: everything optional so a missing one is named.
+#[derive(Deserialize)]
+struct RawClaims {
+    iss: Option<String>,
+    sub: Option<String>,
+    aud: Option<Audience>,
+    client_id: Option<String>,
+    #[serde(default)]
+    scope: Option<Scopes>,
+    exp: Option<u64>,
+    iat: Option<u64>,
+    nbf: Option<u64>,
+    jti: Option<String>,
+    preferred_username: Option<String>,
+    name: Option<String>,
+    email: Option<String>,
+    #[serde(default)]
+    groups: Option<Vec<String>>,
+}
+
+impl RawClaims {
+    /// RFC 9068 §2.2: `iss`, `exp`, `aud`, `sub`, `client_id`, `iat` and `jti` are required.
+    fn into_claims(self) -> Result<AccessTokenClaims, VerifyError> {
+        Ok(AccessTokenClaims {
+            iss: self.iss.ok_or(VerifyError::MissingClaim("iss"))?,
+            sub: self.sub.ok_or(VerifyError::MissingClaim("sub"))?,
+            aud: self.aud.ok_or(VerifyError::MissingClaim("aud"))?,
+            client_id: self
+                .client_id
+                .ok_or(VerifyError::MissingClaim("client_id"))?,
+            scope: self.scope.unwrap_or_default(),
+            exp: self.exp.ok_or(VerifyError::MissingClaim("exp"))?,
+            iat: self.iat.ok_or(VerifyError::MissingClaim("iat"))?,
+            nbf: self.nbf,
+            jti: self.jti.ok_or(VerifyError::MissingClaim("jti"))?,
+            preferred_username: self.preferred_username,
+            name: self.name,
+            email: self.email,
+            groups: self.groups.unwrap_or_default(),
+        })
+    }
+}
+
+/// Reads the algorithm and `kid` and checks the header, without verifying anything else.
+fn check_header<'k>(
+    header_b64: &str,
+    keys: &'k KeySet,
+    options: &VerifyOptions,
+) -> Result<(Algorithm, &'k KeyEntry), VerifyError> {
+    let header_json = URL_SAFE_NO_PAD
+        .decode(header_b64)
+        .map_err(|_| VerifyError::Malformed)?;
+    let header: Header =
+        serde_json::from_slice(&header_json).map_err(|_| VerifyError::Malformed)?;
+    let alg = Algorithm::from_name(&header.alg).ok_or(VerifyError::UnsupportedAlgorithm)?;
+    if !options.algorithms.contains(&alg) {
+        return Err(VerifyError::AlgorithmNotAllowed(alg));
+    }
+    if header.crit.is_some() {
+        return Err(VerifyError::CriticalHeader);
+    }
+    // RFC 9068 §4: `at+jwt`, or the full media type `application/at+jwt`.
+    let typ = header.typ.as_deref().unwrap_or("");
+    let typ = typ.strip_prefix("application/").unwrap_or(typ);
+    if !typ.eq_ignore_ascii_case("at+jwt") {
+        return Err(VerifyError::WrongTokenType);
+    }
+    let kid = header.kid.ok_or(VerifyError::MissingKeyId)?;
+    let key = keys.get(&kid).ok_or(VerifyError::UnknownKeyId(kid))?;
+    if !key.allows(alg) {
+        return Err(VerifyError::KeyAlgorithmMismatch);
+    }
+    Ok((alg, key))
+}
+
+fn check_signature(
+    alg: Algorithm,
+    key: &VerifyingKey,
+    signing_input: &[u8],
+    signature: &[u8],
+) -> Result<(), VerifyError> {
+    use rsa::signature::Verifier;
+    let bad = |_| VerifyError::BadSignature;
+    match (alg, key) {
+        (Algorithm::ES256, VerifyingKey::P256(k)) => {
+            // RFC 7518 §3.4: the JWS signature is R || S, 32 bytes each.
+            let sig = p256::ecdsa::Signature::from_slice(signature).map_err(bad)?;
+            k.verify(signing_input, &sig).map_err(bad)
+        }
+        (Algorithm::EdDSA, VerifyingKey::Ed25519(k)) => {
+            let sig = ed25519_dalek::Signature::from_slice(signature).map_err(bad)?;
+            k.verify_strict(signing_input, &sig).map_err(bad)
+        }
+        (Algorithm::RS256, VerifyingKey::Rsa(k)) => {
+            let sig = rsa::pkcs1v15::Signature::try_from(signature).map_err(bad)?;
+            rsa::pkcs1v15::VerifyingKey::<Sha256>::new(k.clone())
+                .verify(signing_input, &sig)
+                .map_err(bad)
+        }
+        (Algorithm::PS256, VerifyingKey::Rsa(k)) => {
+            // RFC 7518 §3.5: the salt is as long as the hash.
+            let sig = rsa::pss::Signature::try_from(signature).map_err(bad)?;
+            rsa::pss::VerifyingKey::<Sha256>::new(k.clone())
+                .verify(signing_input, &sig)
+                .map_err(bad)
+        }
+        _ => Err(VerifyError::KeyAlgorithmMismatch),
+    }
+}
+
+/// Verifies a compact JWS access token's structure, header and signature, and reads its claims.
+/// Does not look at time, issuer or audience: see [`check_claims`].
+pub fn verify_signature(
+    token: &str,
+    keys: &KeySet,
+    options: &VerifyOptions,
+) -> Result<Verified, VerifyError> {
+    if token.len() > options.max_token_bytes {
+        return Err(VerifyError::TokenTooLarge);
+    }
+    let (signing_input, signature_b64) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
+    let (header_b64, payload_b64) = signing_input
+        .split_once('.')
+        .ok_or(VerifyError::Malformed)?;
+    if payload_b64.contains('.') {
+        return Err(VerifyError::Malformed);
+    }
+    let (alg, key) = check_header(header_b64, keys, options)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(signature_b64)
+        .map_err(|_| VerifyError::Malformed)?;
+    check_signature(alg, &key.key, signing_input.as_bytes(), &signature)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(payload_b64)
+        .map_err(|_| VerifyError::Malformed)?;
+    let raw: RawClaims = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
+    Ok(Verified {
+        claims: raw.into_claims()?,
+        kid: key.kid.clone(),
+    })
+}
+
+/// Checks verified claims against the issuer, the resource's canonical URL (the audience) and
+/// the time `now` (seconds since the Unix epoch). Scopes are checked by [`authenticate`].
+pub fn check_claims(
+    claims: &AccessTokenClaims,
+    resource: &Resource,
+    options: &VerifyOptions,
+    now: u64,
+) -> Result<(), VerifyError> {
+    if claims.iss != options.issuer {
+        return Err(VerifyError::WrongIssuer);
+    }
+    if !claims.aud.contains(&resource.canonical_url) {
+        return Err(VerifyError::WrongAudience);
+    }
+    let leeway = options.leeway_secs;
+    if now >= claims.exp.saturating_add(leeway) {
+        return Err(VerifyError::Expired);
+    }
+    if claims
+        .nbf
+        .is_some_and(|nbf| nbf > now.saturating_add(leeway))
+    {
+        return Err(VerifyError::NotYetValid);
+    }
+    if claims.iat > now.saturating_add(leeway) {
+        return Err(VerifyError::IssuedInFuture);
+    }
+    Ok(())
+}
+
+/// Verifies `token` for `resource` at time `now`: signature, then claims. Scopes are not checked.
+pub fn verify(
+    token: &str,
+    resource: &Resource,
+    keys: &KeySet,
+    options: &VerifyOptions,
+    now: u64,
+) -> Result<AccessTokenClaims, VerifyError> {
+    let verified = verify_signature(token, keys, options)?;
+    check_claims(&verified.claims, resource, options, now)?;
+    Ok(verified.claims)
+}
+
+/// Why a request was denied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DenyReason {
+    /// No bearer token in the request (RFC 6750 §3.1: no error code is sent).
+    MissingToken,
+    /// The token was refused.
+    InvalidToken(VerifyError),
+    /// The token lacks scopes the resource requires.
+    InsufficientScope,
+    /// No verification key has ever been loaded: fail closed.
+    NoKeys,
+}
+
+/// A denial, ready to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Denial {
+    /// Why.
+    pub reason: DenyReason,
+    /// The HTTP status: 401, 403 or 503.
+    pub status: u16,
+    /// The `WWW-Authenticate` value (absent on 503).
+    pub www_authenticate: Option<String>,
+    /// A small JSON body: `{"error": "...", "error_description": "..."}`.
+    pub body: String,
+}
+
+/// The outcome of [`authenticate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Forward the request with this identity.
+    Allow(Identity),
+    /// Answer with this denial.
+    Deny(Denial),
+}
+
+/// Extracts the token from an `Authorization` header value (`Bearer <token>`, scheme
+/// case-insensitive, RFC 6750 §2.1). `None` when there is no bearer credential.
+pub fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.trim().split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+fn quoted(s: &str) -> String {
+    s.replace(['"', '\\'], "")
+}
+
+fn deny(reason: DenyReason, resource: &Resource) -> Denial {
+    let metadata = format!(
+        "Bearer resource_metadata=\"{}\"",
+        quoted(&resource.metadata_url())
+    );
+    let (status, error, description, challenge) = match &reason {
+        DenyReason::MissingToken => (
+            401,
+            "invalid_token",
+            "bearer token required".to_owned(),
+            Some(metadata),
+        ),
+        DenyReason::InvalidToken(e) => {
+            let d = e.to_string();
+            let challenge = format!(
+                "{metadata}, error=\"invalid_token\", error_description=\"{}\"",
+                quoted(&d)
+            );
+            (401, "invalid_token", d, Some(challenge))
+        }
+        DenyReason::InsufficientScope => {
+            let scope = quoted(&resource.scopes_required.join(" "));
+            let challenge = format!("{metadata}, error=\"insufficient_scope\", scope=\"{scope}\"");
+            (
+                403,
+                "insufficient_scope",
+                format!("requires scope: {scope}"),
+                Some(challenge),
+            )
+        }
+        DenyReason::NoKeys => (
+            503,
+            "temporarily_unavailable",
+            "token verification keys are not available".to_owned(),
+            None,
+        ),
+    };
+    let body = serde_json::json!({ "error": error, "error_description": description }).to_string();
+    Denial {
+        reason,
+        status,
+        www_authenticate: challenge,
+        body,
+    }
+}
+
+/// A bounded cache of verified tokens, keyed by the SHA-256 of the token. An entry is never used
+/// after its token's `exp`, nor once its signing key has left the key set; hosts should
+/// [`clear`](TokenCache::clear) it when the key set changes.
+#[derive(Debug)]
+pub struct TokenCache {
+    entries: HashMap<[u8; 32], Verified>,
+    capacity: usize,
+}
+
+impl TokenCache {
+    /// A cache holding at most `capacity` tokens (0 disables it).
+    pub fn new(capacity: usize) -> TokenCache {
+        TokenCache {
+            entries: HashMap::new(),
+            capacity,
+        }
+    }
+
+    /// Forgets every entry.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
+    /// How many tokens are cached.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the cache is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    fn key(token: &str) -> [u8; 32] {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    fn get(&self, key: &[u8; 32], keys: &KeySet, now: u64) -> Option<&Verified> {
+        self.entries
+            .get(key)
+            .filter(|v| now < v.claims.exp && keys.get(&v.kid).is_some())
+    }
+
+    fn insert(&mut self, key: [u8; 32], verified: Verified, now: u64) {
+        if self.capacity == 0 || now >= verified.claims.exp {
+            return;
+        }
+        if self.entries.len() >= self.capacity {
+            self.entries.retain(|_, v| now < v.claims.exp);
+        }
+        if self.entries.len() >= self.capacity {
+            // Still full of live tokens: drop one (an arbitrary one; cheap and still bounded).
+            let victim = self.entries.keys().next().copied();
+            if let Some(victim) = victim {
+                self.entries.remove(&victim);
+            }
+        }
+        self.entries.insert(key, verified);
+    }
+}
+
+/// Decides a request: `authorization` is the request's `Authorization` header value (if any),
+/// `resource` the matched resource, `now` seconds since the Unix epoch. With a `cache`, a token
+/// whose signature was verified before is not verified again (its claims still are).
+pub fn authenticate(
+    authorization: Option<&str>,
+    resource: &Resource,
+    keys: &KeySet,
+    options: &VerifyOptions,
+    now: u64,
+    cache: Option<&mut TokenCache>,
+) -> Decision {
+    let Some(token) = authorization.and_then(bearer_token) else {
+        return Decision::Deny(deny(DenyReason::MissingToken, resource));
+    };
+    if keys.is_empty() {
+        return Decision::Deny(deny(DenyReason::NoKeys, resource));
+    }
+    let verified = match cache {
+        Some(cache) => {
+            let key = TokenCache::key(token);
+            match cache.get(&key, keys, now) {
+                Some(v) => Ok(v.claims.clone()),
+                None => verify_signature(token, keys, options).map(|v| {
+                    let claims = v.claims.clone();
+                    cache.insert(key, v, now);
+                    claims
+                }),
+            }
+        }
+        None => verify_signature(token, keys, options).map(|v| v.claims),
+    };
+    let claims = match verified.and_then(|c| check_claims(&c, resource, options, now).map(|()| c)) {
+        Ok(c) => c,
+        Err(e) => return Decision::Deny(deny(DenyReason::InvalidToken(e), resource)),
+    };
+    if !resource
+        .scopes_required
+        .iter()
+        .all(|s| claims.scope.contains(s))
+    {
+        return Decision::Deny(deny(DenyReason::InsufficientScope, resource));
+    }
+    Decision::Allow(Identity::from_claims(&claims, &resource.canonical_url))
+}
