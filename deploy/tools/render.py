@@ -1,0 +1,425 @@
+"""Reads mcpgw.toml and renders the Envoy front-proxy configuration from envoy/gateway.yaml.
+
+envoy/gateway.yaml is the one hand-written Envoy configuration. `make run` renders it for the
+local processes (port, public URL, enabled servers from mcpgw.toml); `make k8s-render` renders it
+for Kubernetes (Service DNS names, modules fetched from the in-cluster module server with their
+sha256) into deploy/k8s/overlays/envoy/envoy.yaml and the Istio WasmPlugins. Rendering is a
+structural edit of the parsed document (clusters, routes, wasm code sources) plus replacing the
+public origin wherever gateway.yaml spells it, so the filters' own configuration formats stay
+theirs.
+
+    python deploy/tools/render.py k8s      # write the Kubernetes files
+    python deploy/tools/render.py check    # fail if they differ from a fresh render
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import sys
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+GATEWAY = ROOT / "envoy" / "gateway.yaml"
+K8S = ROOT / "deploy" / "k8s"
+K8S_ENVOY = K8S / "overlays" / "envoy" / "envoy.yaml"
+K8S_WASMPLUGINS = K8S / "overlays" / "istio" / "wasmplugins.yaml"
+
+# The origin gateway.yaml is written for; rendering replaces it with the configured one.
+LOCAL_ORIGIN = "http://127.0.0.1:8080"
+SIDECAR_CLUSTER = "sidecar"
+SIDECAR_PORT = 8090
+BRIDGE_PORT_K8S = 3000
+WASM_SERVER = "http://wasm.mcpgw.svc.cluster.local:8080"
+NAMESPACE = "mcpgw"
+
+
+class ConfigError(Exception):
+    """mcpgw.toml is not valid; the message names every problem with its key path."""
+
+
+@dataclass
+class Server:
+    """One MCP server of mcpgw.toml's [servers] table."""
+
+    name: str
+    enabled: bool
+    command: list[str]
+    scopes: list[str]
+
+
+@dataclass
+class Config:
+    """mcpgw.toml, validated."""
+
+    port: int
+    public_url: str
+    state_dir: Path
+    upstream: str
+    allowed_users: list[str]
+    allowed_orgs: list[str]
+    servers: list[Server]
+    k8s_public_url: str
+    path: Path = field(default=ROOT / "mcpgw.toml")
+
+    def enabled_servers(self) -> list[Server]:
+        return [s for s in self.servers if s.enabled]
+
+
+def _take(table: dict, key: str, kind, where: str, errors: list[str], default=None):
+    value = table.pop(key, default)
+    if value is None:
+        errors.append(f"{where}.{key}: missing")
+    elif kind is list and not (
+        isinstance(value, list) and all(isinstance(v, str) for v in value)
+    ):
+        errors.append(f"{where}.{key}: must be a list of strings")
+    elif kind is not list and (
+        not isinstance(value, kind) or (kind is int and isinstance(value, bool))
+    ):
+        errors.append(f"{where}.{key}: must be a {kind.__name__}")
+    return value
+
+
+def _unknown(table: dict, where: str, errors: list[str]) -> None:
+    errors.extend(f"{where}.{key}: unknown key" for key in table)
+
+
+def _origin(url, where: str, errors: list[str]) -> None:
+    if not isinstance(url, str):
+        return
+    if not url.startswith(("http://", "https://")) or url.endswith("/"):
+        errors.append(f"{where}: must be an http(s) origin without a trailing slash")
+    elif url.startswith("http://") and not url.startswith(
+        ("http://127.0.0.1", "http://localhost", "http://[::1]")
+    ):
+        errors.append(f"{where}: plain http is allowed for loopback only (OAuth 2.1)")
+
+
+def load_config(path: Path) -> Config:
+    """Parses and validates mcpgw.toml; raises ConfigError listing every problem."""
+    try:
+        raw = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise ConfigError(f"{path}: {e}") from e
+    errors: list[str] = []
+    gateway = raw.pop("gateway", {})
+    login = raw.pop("login", {})
+    servers = raw.pop("servers", {})
+    k8s = raw.pop("kubernetes", {})
+    _unknown(raw, "", errors)
+
+    port = _take(gateway, "port", int, "gateway", errors, 8080)
+    if isinstance(port, int) and not 1 <= port <= 65535:
+        errors.append("gateway.port: must be 1..65535")
+    public_url = _take(gateway, "public_url", str, "gateway", errors, f"http://127.0.0.1:{port}")
+    _origin(public_url, "gateway.public_url", errors)
+    state_dir = _take(gateway, "state_dir", str, "gateway", errors, "target/run")
+    _unknown(gateway, "gateway", errors)
+
+    upstream = _take(login, "upstream", str, "login", errors, "oidc")
+    if upstream not in ("oidc", "github"):
+        errors.append('login.upstream: must be "oidc" or "github"')
+    allowed_users = _take(login, "allowed_users", list, "login", errors, [])
+    allowed_orgs = _take(login, "allowed_orgs", list, "login", errors, [])
+    _unknown(login, "login", errors)
+
+    parsed: list[Server] = []
+    for name, table in servers.items():
+        where = f"servers.{name}"
+        if not name.replace("-", "").isalnum() or name != name.lower():
+            errors.append(f"{where}: names are lowercase letters, digits and '-'")
+        if not isinstance(table, dict):
+            errors.append(f"{where}: must be a table")
+            continue
+        enabled = _take(table, "enabled", bool, where, errors, True)
+        command = _take(table, "command", list, where, errors)
+        if command == []:
+            errors.append(f"{where}.command: must not be empty")
+        scopes = _take(table, "scopes", list, where, errors, [])
+        _unknown(table, where, errors)
+        parsed.append(Server(name, enabled, command or [], scopes or []))
+    if not any(s.enabled for s in parsed):
+        errors.append("servers: enable at least one MCP server")
+
+    k8s_url = _take(k8s, "public_url", str, "kubernetes", errors, "https://mcp.example.com")
+    _origin(k8s_url, "kubernetes.public_url", errors)
+    _unknown(k8s, "kubernetes", errors)
+
+    if errors:
+        raise ConfigError(f"{path}:\n  " + "\n  ".join(errors))
+    return Config(
+        port=port,
+        public_url=public_url,
+        state_dir=ROOT / state_dir,
+        upstream=upstream,
+        allowed_users=allowed_users,
+        allowed_orgs=allowed_orgs,
+        servers=parsed,
+        k8s_public_url=k8s_url,
+        path=path,
+    )
+
+
+def load_gateway() -> dict:
+    return yaml.safe_load(GATEWAY.read_text())
+
+
+def _hcm(doc: dict) -> dict:
+    listener = doc["static_resources"]["listeners"][0]
+    return listener["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def wasm_filters(doc: dict) -> list[dict]:
+    """The `config` of each proxy-wasm HTTP filter, in chain order."""
+    return [
+        f["typed_config"]["config"]
+        for f in _hcm(doc)["http_filters"]
+        if f["typed_config"]["@type"].endswith("filters.http.wasm.v3.Wasm")
+    ]
+
+
+def bridge_cluster(name: str) -> str:
+    return f"bridge_{name.replace('-', '_')}"
+
+
+def _drop_resources(value, removed: list[str]):
+    """Removes, from a filter's JSON configuration, list entries naming a removed server's path."""
+    if isinstance(value, dict):
+        return {k: _drop_resources(v, removed) for k, v in value.items()}
+    if isinstance(value, list):
+        kept = [
+            v
+            for v in value
+            if not any(f"/{n}/mcp" in json.dumps(v) for n in removed) or not isinstance(v, dict)
+        ]
+        return [_drop_resources(v, removed) for v in kept]
+    return value
+
+
+def _edit_filter_configs(doc: dict, edit) -> None:
+    for cfg in wasm_filters(doc):
+        conf = cfg.get("configuration")
+        if conf and "value" in conf:
+            conf["value"] = json.dumps(edit(json.loads(conf["value"])), indent=2) + "\n"
+
+
+def _endpoint(cluster: dict, host: str, port: int) -> None:
+    sock = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"][
+        "socket_address"
+    ]
+    sock["address"] = host
+    sock["port_value"] = port
+
+
+def render(
+    doc: dict,
+    *,
+    public_url: str,
+    listen: tuple[str, int],
+    servers: dict[str, tuple[str, int]],
+    sidecar: tuple[str, int],
+    admin_port: int | None = None,
+    cluster_type: str = "STATIC",
+) -> dict:
+    """gateway.yaml adapted: listener, public origin, the given servers only, their addresses."""
+    doc = copy.deepcopy(doc)
+    listener = doc["static_resources"]["listeners"][0]
+    listener["address"]["socket_address"].update(address=listen[0], port_value=listen[1])
+    if admin_port is not None:
+        doc["admin"]["address"]["socket_address"]["port_value"] = admin_port
+    hcm = _hcm(doc)
+
+    known = {
+        r["match"]["path"].split("/")[1]
+        for r in hcm["route_config"]["virtual_hosts"][0]["routes"]
+        if r.get("route", {}).get("cluster", "").startswith("bridge_")
+    }
+    unknown = set(servers) - known
+    if unknown:
+        # A server gateway.yaml has no route for gets one like the others.
+        routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+        template = next(r for r in routes if r.get("route", {}).get("cluster", "").startswith("bridge_"))
+        clusters = doc["static_resources"]["clusters"]
+        ctemplate = next(c for c in clusters if c["name"].startswith("bridge_"))
+        for name in sorted(unknown):
+            route = copy.deepcopy(template)
+            route["match"]["path"] = f"/{name}/mcp"
+            route["route"]["cluster"] = bridge_cluster(name)
+            routes.insert(routes.index(template), route)
+            cluster = copy.deepcopy(ctemplate)
+            cluster["name"] = cluster["load_assignment"]["cluster_name"] = bridge_cluster(name)
+            clusters.append(cluster)
+    removed = sorted(known - set(servers))
+
+    routes = hcm["route_config"]["virtual_hosts"][0]["routes"]
+    hcm["route_config"]["virtual_hosts"][0]["routes"] = [
+        r for r in routes if r.get("route", {}).get("cluster") not in {bridge_cluster(n) for n in removed}
+    ]
+    clusters = []
+    for c in doc["static_resources"]["clusters"]:
+        if c["name"] in {bridge_cluster(n) for n in removed}:
+            continue
+        c["type"] = cluster_type
+        if c["name"] == SIDECAR_CLUSTER:
+            _endpoint(c, *sidecar)
+        for name, addr in servers.items():
+            if c["name"] == bridge_cluster(name):
+                _endpoint(c, *addr)
+        clusters.append(c)
+    doc["static_resources"]["clusters"] = clusters
+
+    def edit(conf):
+        text = json.dumps(_drop_resources(conf, removed)).replace(LOCAL_ORIGIN, public_url)
+        return json.loads(text)
+
+    _edit_filter_configs(doc, edit)
+    return doc
+
+
+def wasm_sha256(filename: str) -> str:
+    path = ROOT / "dist" / filename
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.exists() else "0" * 64
+
+
+def render_k8s(doc: dict, cfg: Config) -> dict:
+    """The Envoy edge of deploy/k8s/overlays/envoy: Service DNS names, modules fetched with sha256."""
+    names = [s.name for s in cfg.enabled_servers()]
+    out = render(
+        doc,
+        public_url=cfg.k8s_public_url,
+        listen=("0.0.0.0", 8080),
+        servers={n: (f"bridge-{n}.{NAMESPACE}.svc.cluster.local", BRIDGE_PORT_K8S) for n in names},
+        sidecar=(f"sidecar.{NAMESPACE}.svc.cluster.local", SIDECAR_PORT),
+        cluster_type="STRICT_DNS",
+    )
+    for cfg_ in wasm_filters(out):
+        filename = Path(cfg_["vm_config"]["code"]["local"]["filename"]).name
+        cfg_["vm_config"]["code"] = {
+            "remote": {
+                "http_uri": {"uri": f"{WASM_SERVER}/{filename}", "cluster": "wasm", "timeout": "10s"},
+                "sha256": wasm_sha256(filename),
+                "retry_policy": {"num_retries": 10},
+            }
+        }
+    out["static_resources"]["clusters"].append(
+        {
+            "name": "wasm",
+            "type": "STRICT_DNS",
+            "connect_timeout": "2s",
+            "load_assignment": {
+                "cluster_name": "wasm",
+                "endpoints": [
+                    {
+                        "lb_endpoints": [
+                            {
+                                "endpoint": {
+                                    "address": {
+                                        "socket_address": {
+                                            "address": f"wasm.{NAMESPACE}.svc.cluster.local",
+                                            "port_value": 8080,
+                                        }
+                                    }
+                                }
+                            }
+                        ]
+                    }
+                ],
+            },
+        }
+    )
+    out["admin"]["address"]["socket_address"]["address"] = "127.0.0.1"
+    return out
+
+
+ISTIO_PHASES = {"mcpgw_jwt": ("AUTHN", 100), "mcpgw_policy": ("AUTHZ", 100)}
+
+
+def render_wasmplugins(k8s_envoy: dict) -> list[dict]:
+    """One Istio WasmPlugin per mcpgw filter, on the ingress gateway, with the same configuration.
+
+    In Istio the sidecar is reached through Istio's outbound cluster name, so the filters'
+    cluster references are rewritten to it.
+    """
+    istio_cluster = f"outbound|{SIDECAR_PORT}||sidecar.{NAMESPACE}.svc.cluster.local"
+    plugins = []
+    for cfg in wasm_filters(k8s_envoy):
+        remote = cfg["vm_config"]["code"]["remote"]
+        conf = json.loads(
+            json.dumps(json.loads(cfg["configuration"]["value"])).replace(
+                f'"{SIDECAR_CLUSTER}"', json.dumps(istio_cluster)
+            )
+        )
+        phase, priority = ISTIO_PHASES.get(cfg["name"], ("AUTHZ", 10))
+        plugins.append(
+            {
+                "apiVersion": "extensions.istio.io/v1alpha1",
+                "kind": "WasmPlugin",
+                "metadata": {"name": cfg["name"].replace("_", "-"), "namespace": "istio-system"},
+                "spec": {
+                    "selector": {"matchLabels": {"istio": "ingressgateway"}},
+                    "url": remote["http_uri"]["uri"],
+                    "sha256": remote["sha256"],
+                    "imagePullPolicy": "IfNotPresent",
+                    "phase": phase,
+                    "priority": priority,
+                    "failStrategy": "FAIL_CLOSE",
+                    "pluginName": cfg["root_id"],
+                    "pluginConfig": conf,
+                },
+            }
+        )
+    return plugins
+
+
+HEADER = (
+    "# Rendered from envoy/gateway.yaml and mcpgw.toml by `make k8s-render`; do not edit.\n"
+    "# sha256 values are those of dist/*.wasm at render time: render again after `make wasm`\n"
+    "# and build the mcpgw-wasm image from the same dist/.\n"
+)
+
+
+def k8s_files(cfg: Config) -> dict[Path, str]:
+    envoy = render_k8s(load_gateway(), cfg)
+    plugins = render_wasmplugins(envoy)
+    return {
+        K8S_ENVOY: HEADER + yaml.safe_dump(envoy, sort_keys=False, width=100),
+        K8S_WASMPLUGINS: HEADER + yaml.safe_dump_all(plugins, sort_keys=False, width=100),
+    }
+
+
+def _without_sha256(text: str) -> str:
+    return "\n".join(
+        line for line in text.splitlines() if not line.strip().startswith("sha256:")
+    )
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[1] not in ("k8s", "check"):
+        print(__doc__, file=sys.stderr)
+        return 2
+    cfg = load_config(ROOT / "mcpgw.toml")
+    stale = []
+    for path, text in k8s_files(cfg).items():
+        if argv[1] == "k8s":
+            path.write_text(text)
+            print(f"  wrote {path.relative_to(ROOT)}")
+        elif not path.exists() or _without_sha256(path.read_text()) != _without_sha256(text):
+            stale.append(str(path.relative_to(ROOT)))
+    if stale:
+        print(f"out of date with envoy/gateway.yaml: {', '.join(stale)}; run `make k8s-render`")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main(sys.argv))
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        sys.exit(2)
