@@ -188,18 +188,21 @@ def bridge_cluster(name: str) -> str:
     return f"bridge_{name.replace('-', '_')}"
 
 
-def _drop_resources(value, removed: list[str]):
-    """Removes, from a filter's JSON configuration, list entries naming a removed server's path."""
-    if isinstance(value, dict):
-        return {k: _drop_resources(v, removed) for k, v in value.items()}
-    if isinstance(value, list):
-        kept = [
-            v
-            for v in value
-            if not any(f"/{n}/mcp" in json.dumps(v) for n in removed) or not isinstance(v, dict)
-        ]
-        return [_drop_resources(v, removed) for v in kept]
-    return value
+def resources(public_url: str, servers: list[Server]) -> list[dict]:
+    """The protected resources (core's `Resource`, the shared contract) for the given servers."""
+    return [
+        {
+            "canonical_url": f"{public_url}/{s.name}/mcp",
+            "path_prefix": f"/{s.name}/mcp",
+            "scopes_required": s.scopes,
+            "metadata": {
+                "authorization_servers": [public_url],
+                "resource_name": s.name,
+                **({"scopes_supported": s.scopes} if s.scopes else {}),
+            },
+        }
+        for s in servers
+    ]
 
 
 def _edit_filter_configs(doc: dict, edit) -> None:
@@ -223,11 +226,15 @@ def render(
     public_url: str,
     listen: tuple[str, int],
     servers: dict[str, tuple[str, int]],
+    protected: list[dict],
     sidecar: tuple[str, int],
     admin_port: int | None = None,
     cluster_type: str = "STATIC",
 ) -> dict:
-    """gateway.yaml adapted: listener, public origin, the given servers only, their addresses."""
+    """gateway.yaml adapted: listener, public origin, the given servers only, their addresses.
+
+    `protected` replaces the `resources` list of every filter configuration that has one.
+    """
     doc = copy.deepcopy(doc)
     listener = doc["static_resources"]["listeners"][0]
     listener["address"]["socket_address"].update(address=listen[0], port_value=listen[1])
@@ -275,8 +282,10 @@ def render(
     doc["static_resources"]["clusters"] = clusters
 
     def edit(conf):
-        text = json.dumps(_drop_resources(conf, removed)).replace(LOCAL_ORIGIN, public_url)
-        return json.loads(text)
+        conf = json.loads(json.dumps(conf).replace(LOCAL_ORIGIN, public_url))
+        if "resources" in conf:
+            conf["resources"] = protected
+        return conf
 
     _edit_filter_configs(doc, edit)
     return doc
@@ -293,6 +302,7 @@ def render_k8s(doc: dict, cfg: Config) -> dict:
     out = render(
         doc,
         public_url=cfg.k8s_public_url,
+        protected=resources(cfg.k8s_public_url, cfg.enabled_servers()),
         listen=("0.0.0.0", 8080),
         servers={n: (f"bridge-{n}.{NAMESPACE}.svc.cluster.local", BRIDGE_PORT_K8S) for n in names},
         sidecar=(f"sidecar.{NAMESPACE}.svc.cluster.local", SIDECAR_PORT),

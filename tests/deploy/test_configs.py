@@ -73,9 +73,11 @@ def test_envoy_validates_a_make_run_rendering_with_a_server_disabled(tmp_path):
     servers = {s.name: ("127.0.0.1", 18101 + i) for i, s in enumerate(cfg.enabled_servers())}
     dropped = sorted(servers)[0]
     del servers[dropped]
+    kept = [s for s in cfg.enabled_servers() if s.name != dropped]
     doc = render.render(
         render.load_gateway(), public_url="http://127.0.0.1:18080", listen=("127.0.0.1", 18080),
-        servers=servers, sidecar=("127.0.0.1", 18090), admin_port=0,
+        servers=servers, protected=render.resources("http://127.0.0.1:18080", kept),
+        sidecar=("127.0.0.1", 18090), admin_port=0,
     )
     text = yaml.safe_dump(doc)
     assert f"/{dropped}/mcp" not in text, "a disabled server keeps a route or a resource"
