@@ -509,3 +509,7 @@ pub fn authenticate(
     }
     Decision::Allow(Identity::from_claims(&claims, &resource.canonical_url))
 }
+
+#[cfg(test)]
+#[path = "auth_tests.rs"]
+mod tests;

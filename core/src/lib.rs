@@ -5,4 +5,8 @@ pub mod auth;
 pub mod claims;
 pub mod identity;
 pub mod jwk;
+pub mod mcp;
+pub mod policy;
 pub mod resource;
+#[cfg(any(test, feature = "signing"))]
+pub mod signing;

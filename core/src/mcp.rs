@@ -1,0 +1,471 @@
+//! The MCP request model: JSON-RPC 2.0 messages (request, notification, response, batch) as MCP
+//! clients send them over streamable HTTP, parsed with size, depth and batch limits, plus the MCP
+//! headers (`Mcp-Method`, `Mcp-Name`, `MCP-Protocol-Version`) and their required match against the
+//! body (MCP 2026-07-28: an intermediary MUST reject a mismatch with 400 / `HeaderMismatch`).
+//!
+//! It also rewrites `*/list` responses (JSON bodies and SSE streams) so a caller only sees the
+//! entries a predicate keeps. Authorization itself lives in [`crate::policy`].
+
+use serde_json::{Map, Value};
+
+/// JSON-RPC 2.0 parse error.
+pub const PARSE_ERROR: i64 = -32700;
+/// JSON-RPC 2.0 invalid request.
+pub const INVALID_REQUEST: i64 = -32600;
+/// MCP 2026-07-28 `HeaderMismatch`: `Mcp-Method` / `Mcp-Name` disagree with the body.
+pub const HEADER_MISMATCH: i64 = -32020;
+/// mcpgw: the policy denied the call (JSON-RPC leaves -32000..-32099 to implementations).
+pub const FORBIDDEN: i64 = -32003;
+/// JSON-RPC 2.0 internal error.
+pub const INTERNAL_ERROR: i64 = -32603;
+
+/// The first MCP revision whose requests carry the required `Mcp-Method` / `Mcp-Name` headers.
+pub const STATELESS_REVISION: &str = "2026-07-28";
+
+/// Bounds on what a client may send; everything beyond them is refused before parsing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request body in bytes (413 beyond it).
+    pub max_body_bytes: usize,
+    /// Deepest nesting of JSON arrays and objects.
+    pub max_depth: usize,
+    /// Most messages in one JSON-RPC batch.
+    pub max_batch: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self { max_body_bytes: 1 << 20, max_depth: 64, max_batch: 32 }
+    }
+}
+
+/// Why a body is not an acceptable JSON-RPC message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ParseError {
+    /// The body is larger than [`Limits::max_body_bytes`].
+    #[error("request body is larger than {0} bytes")]
+    TooLarge(usize),
+    /// The JSON nests deeper than [`Limits::max_depth`].
+    #[error("request body nests deeper than {0} levels")]
+    TooDeep(usize),
+    /// The body is not JSON.
+    #[error("request body is not valid JSON")]
+    NotJson,
+    /// The body is JSON but not a JSON-RPC 2.0 message (the string says what is wrong).
+    #[error("invalid JSON-RPC message: {0}")]
+    Invalid(&'static str),
+    /// A batch has more than [`Limits::max_batch`] members.
+    #[error("batch has more than {0} messages")]
+    BatchTooLarge(usize),
+}
+
+impl ParseError {
+    /// The HTTP status this error answers with.
+    pub fn http_status(&self) -> u32 {
+        match self {
+            Self::TooLarge(_) => 413,
+            _ => 400,
+        }
+    }
+
+    /// The JSON-RPC error code this error answers with.
+    pub fn rpc_code(&self) -> i64 {
+        match self {
+            Self::NotJson | Self::TooDeep(_) => PARSE_ERROR,
+            _ => INVALID_REQUEST,
+        }
+    }
+}
+
+/// The kind of one JSON-RPC message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    /// A request (has `method` and `id`).
+    Request,
+    /// A notification (has `method`, no `id`).
+    Notification,
+    /// A response from the client to a server request (has `result` or `error`).
+    Response,
+}
+
+/// One JSON-RPC message, reduced to what routing and authorization need.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    /// Request, notification or response.
+    pub kind: Kind,
+    /// The `id` (requests and responses).
+    pub id: Option<Value>,
+    /// The `method` (requests and notifications).
+    pub method: Option<String>,
+    /// The target the method acts on: `params.name` for `tools/call` and `prompts/get`,
+    /// `params.uri` for `resources/read`, `resources/subscribe`, `resources/unsubscribe`.
+    pub name: Option<String>,
+    /// `params.arguments` of `tools/call` and `prompts/get` (for policy conditions).
+    pub arguments: Option<Value>,
+}
+
+/// A parsed request body.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Body {
+    /// One message.
+    Single(Message),
+    /// A JSON-RPC batch (MCP 2025-03-26).
+    Batch(Vec<Message>),
+}
+
+impl Body {
+    /// The messages, in order.
+    pub fn messages(&self) -> &[Message] {
+        match self {
+            Self::Single(m) => std::slice::from_ref(m),
+            Self::Batch(ms) => ms,
+        }
+    }
+}
+
+/// The list methods whose results are filtered per caller, and the method that acts on an entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// `tools/list` → `result.tools[].name`, authorized as `tools/call`.
+    Tools,
+    /// `prompts/list` → `result.prompts[].name`, authorized as `prompts/get`.
+    Prompts,
+    /// `resources/list` → `result.resources[].uri`, authorized as `resources/read`.
+    Resources,
+}
+
+impl ListKind {
+    /// The list kind of a method, if it is one of the filtered list methods.
+    pub fn of_method(method: &str) -> Option<Self> {
+        match method {
+            "tools/list" => Some(Self::Tools),
+            "prompts/list" => Some(Self::Prompts),
+            "resources/list" => Some(Self::Resources),
+            _ => None,
+        }
+    }
+
+    /// The method that an entry of this list is called with.
+    pub fn entry_method(self) -> &'static str {
+        match self {
+            Self::Tools => "tools/call",
+            Self::Prompts => "prompts/get",
+            Self::Resources => "resources/read",
+        }
+    }
+
+    fn field(self) -> &'static str {
+        match self {
+            Self::Tools => "tools",
+            Self::Prompts => "prompts",
+            Self::Resources => "resources",
+        }
+    }
+
+    fn key(self) -> &'static str {
+        match self {
+            Self::Resources => "uri",
+            _ => "name",
+        }
+    }
+}
+
+/// Parses a request body under `limits`.
+pub fn parse_body(bytes: &[u8], limits: &Limits) -> Result<Body, ParseError> {
+    if bytes.len() > limits.max_body_bytes {
+        return Err(ParseError::TooLarge(limits.max_body_bytes));
+    }
+    // serde_json has its own recursion limit (128); ours is checked before any allocation.
+    if nesting_depth(bytes) > limits.max_depth {
+        return Err(ParseError::TooDeep(limits.max_depth));
+    }
+    let value: Value = serde_json::from_slice(bytes).map_err(|_| ParseError::NotJson)?;
+    match value {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(ParseError::Invalid("empty batch"));
+            }
+            if items.len() > limits.max_batch {
+                return Err(ParseError::BatchTooLarge(limits.max_batch));
+            }
+            items.into_iter().map(message).collect::<Result<_, _>>().map(Body::Batch)
+        }
+        other => message(other).map(Body::Single),
+    }
+}
+
+/// The deepest nesting of arrays and objects in `bytes`, ignoring brackets inside strings.
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                max = max.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    max
+}
+
+fn message(value: Value) -> Result<Message, ParseError> {
+    let Value::Object(mut obj) = value else {
+        return Err(ParseError::Invalid("message is not an object"));
+    };
+    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(ParseError::Invalid("`jsonrpc` must be \"2.0\""));
+    }
+    let id = match obj.remove("id") {
+        None => None,
+        Some(id @ (Value::String(_) | Value::Number(_))) => Some(id),
+        Some(Value::Null) => Some(Value::Null),
+        Some(_) => return Err(ParseError::Invalid("`id` must be a string or a number")),
+    };
+    match obj.remove("method") {
+        Some(Value::String(method)) => {
+            let params = match obj.remove("params") {
+                None => Map::new(),
+                Some(Value::Object(p)) => p,
+                Some(_) => return Err(ParseError::Invalid("`params` must be an object")),
+            };
+            let (name, arguments) = target(&method, params)?;
+            let kind = if id.is_some() { Kind::Request } else { Kind::Notification };
+            if id == Some(Value::Null) {
+                return Err(ParseError::Invalid("a request `id` must not be null"));
+            }
+            Ok(Message { kind, id, method: Some(method), name, arguments })
+        }
+        Some(_) => Err(ParseError::Invalid("`method` must be a string")),
+        None if obj.contains_key("result") || obj.contains_key("error") => {
+            Ok(Message { kind: Kind::Response, id, method: None, name: None, arguments: None })
+        }
+        None => Err(ParseError::Invalid("message has neither `method` nor `result`/`error`")),
+    }
+}
+
+/// The name (or URI) a method acts on, and its arguments, read from `params`.
+fn target(
+    method: &str,
+    mut params: Map<String, Value>,
+) -> Result<(Option<String>, Option<Value>), ParseError> {
+    let key = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
+        _ => return Ok((None, None)),
+    };
+    let Some(Value::String(name)) = params.remove(key) else {
+        return Err(ParseError::Invalid("`params` lacks the string naming the target"));
+    };
+    Ok((Some(name), params.remove("arguments")))
+}
+
+/// The MCP request headers, as received.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct McpHeaders {
+    /// `MCP-Protocol-Version`.
+    pub protocol_version: Option<String>,
+    /// `Mcp-Method` (2026-07-28).
+    pub method: Option<String>,
+    /// `Mcp-Name` (2026-07-28).
+    pub name: Option<String>,
+}
+
+/// `Mcp-Method` / `Mcp-Name` disagree with the body (400, JSON-RPC [`HEADER_MISMATCH`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderMismatch {
+    /// A 2026-07-28 request lacks `Mcp-Method`.
+    #[error("`Mcp-Method` header is required")]
+    MissingMethod,
+    /// A 2026-07-28 request for a named target lacks `Mcp-Name`.
+    #[error("`Mcp-Name` header is required")]
+    MissingName,
+    /// `Mcp-Method` differs from the body's method.
+    #[error("`Mcp-Method` header does not match the body")]
+    Method,
+    /// `Mcp-Name` differs from the body's target.
+    #[error("`Mcp-Name` header does not match the body")]
+    Name,
+    /// The headers name one method but the body is a batch.
+    #[error("`Mcp-Method` header cannot describe a batch")]
+    Batch,
+}
+
+impl McpHeaders {
+    /// Whether this request is of a revision that requires `Mcp-Method` / `Mcp-Name`.
+    /// Revisions are dates, so they compare as strings.
+    pub fn requires_method_headers(&self) -> bool {
+        self.protocol_version.as_deref().is_some_and(|v| v >= STATELESS_REVISION)
+    }
+
+    /// Checks the headers against the body. Headers present in any revision must match; in
+    /// 2026-07-28 and later they must also be present.
+    pub fn check(&self, body: &Body) -> Result<(), HeaderMismatch> {
+        let required = self.requires_method_headers();
+        let msg = match body {
+            Body::Batch(_) if required || self.method.is_some() || self.name.is_some() => {
+                return Err(HeaderMismatch::Batch);
+            }
+            Body::Batch(_) => return Ok(()),
+            Body::Single(m) => m,
+        };
+        match (&self.method, &msg.method) {
+            (Some(h), Some(b)) if h != b => return Err(HeaderMismatch::Method),
+            (Some(_), None) => return Err(HeaderMismatch::Method),
+            (None, Some(_)) if required => return Err(HeaderMismatch::MissingMethod),
+            _ => {}
+        }
+        match (&self.name, &msg.name) {
+            (Some(h), Some(b)) if h != b => Err(HeaderMismatch::Name),
+            (Some(_), None) => Err(HeaderMismatch::Name),
+            (None, Some(_)) if required => Err(HeaderMismatch::MissingName),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// A JSON-RPC error response body. `message` must name nothing secret.
+pub fn error_response(id: Option<&Value>, code: i64, message: &str) -> Value {
+    serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": id.cloned().unwrap_or(Value::Null),
+        "error": { "code": code, "message": message },
+    })
+}
+
+/// A request awaiting its response: which list it asked for, under which `id`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PendingList {
+    /// The request `id`.
+    pub id: Value,
+    /// What the request listed.
+    pub kind: ListKind,
+}
+
+/// Removes from one JSON-RPC response the list entries `keep` rejects. Returns how many were
+/// removed. Responses whose `id` matches no pending list are left alone.
+fn filter_message(
+    msg: &mut Value,
+    pending: &[PendingList],
+    keep: &mut dyn FnMut(ListKind, &str) -> bool,
+) -> usize {
+    let Some(kind) = pending.iter().find(|p| msg.get("id") == Some(&p.id)).map(|p| p.kind) else {
+        return 0;
+    };
+    let Some(entries) = msg
+        .get_mut("result")
+        .and_then(|r| r.get_mut(kind.field()))
+        .and_then(Value::as_array_mut)
+    else {
+        return 0;
+    };
+    let before = entries.len();
+    // An entry without a name cannot be authorized, so it is not shown.
+    entries.retain(|e| e.get(kind.key()).and_then(Value::as_str).is_some_and(|n| keep(kind, n)));
+    before - entries.len()
+}
+
+/// Why a list response could not be filtered (the caller fails closed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FilterError {
+    /// The response body is not JSON (or not an SSE stream of JSON events).
+    #[error("list response is not JSON")]
+    NotJson,
+}
+
+/// Filters a JSON response body (one message or a batch array). Returns the rewritten body and
+/// the number of entries removed.
+pub fn filter_json_response(
+    body: &[u8],
+    pending: &[PendingList],
+    keep: &mut dyn FnMut(ListKind, &str) -> bool,
+) -> Result<(Vec<u8>, usize), FilterError> {
+    let mut value: Value = serde_json::from_slice(body).map_err(|_| FilterError::NotJson)?;
+    let removed = match &mut value {
+        Value::Array(items) => items.iter_mut().map(|m| filter_message(m, pending, keep)).sum(),
+        msg => filter_message(msg, pending, keep),
+    };
+    let out = serde_json::to_vec(&value).map_err(|_| FilterError::NotJson)?;
+    Ok((out, removed))
+}
+
+/// Filters an SSE response body (`text/event-stream`): every event whose `data` is a JSON-RPC
+/// response to a pending list is rewritten; other events pass unchanged, in order.
+pub fn filter_sse_response(
+    body: &[u8],
+    pending: &[PendingList],
+    keep: &mut dyn FnMut(ListKind, &str) -> bool,
+) -> Result<(Vec<u8>, usize), FilterError> {
+    let text = std::str::from_utf8(body).map_err(|_| FilterError::NotJson)?;
+    let mut out = String::with_capacity(text.len());
+    let mut removed = 0;
+    // Events are separated by a blank line (WHATWG HTML §9.2.6); keep each separator as sent.
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (event, sep, tail) = split_event(rest);
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        let rewritten = if data.is_empty() {
+            None
+        } else {
+            match serde_json::from_str::<Value>(&data.join("\n")) {
+                Ok(mut msg) => {
+                    let n = filter_message(&mut msg, pending, keep);
+                    if n > 0 {
+                        removed += n;
+                        Some(msg)
+                    } else {
+                        None
+                    }
+                }
+                // A data line that is not JSON carries no list; pass it as sent.
+                Err(_) => None,
+            }
+        };
+        match rewritten {
+            None => out.push_str(event),
+            Some(msg) => {
+                for line in event.lines().filter(|l| !l.starts_with("data:")) {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+                out.push_str("data: ");
+                out.push_str(&msg.to_string());
+            }
+        }
+        out.push_str(sep);
+        rest = tail;
+    }
+    Ok((out.into_bytes(), removed))
+}
+
+/// Splits off the first SSE event: (event text without separator, separator, rest).
+fn split_event(s: &str) -> (&str, &str, &str) {
+    // The earliest separator of any line-ending style ends the event.
+    let first = ["\r\n\r\n", "\n\n", "\r\r"]
+        .iter()
+        .filter_map(|sep| s.find(sep).map(|i| (i, *sep)))
+        .min_by_key(|(i, _)| *i);
+    match first {
+        Some((i, sep)) => (&s[..i], sep, &s[i + sep.len()..]),
+        None => (s, "", ""),
+    }
+}
+
+#[cfg(test)]
+#[path = "mcp_tests.rs"]
+mod tests;

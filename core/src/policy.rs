@@ -1,0 +1,725 @@
+//! The MCP authorization policy: who may call which MCP server, and which methods, tools,
+//! prompts and resources in it. Deny by default; allow and deny rules over the caller's identity
+//! (as the JWT filter established it) and the request (server, method, name); a deny rule that
+//! matches always wins; optional CEL conditions for what the fields cannot say
+//! (docs/adr/0002-policy-expression-language.md says why CEL).
+//!
+//! Configuration goes `RawPolicy` (serde, JSON) → [`Policy`] (validated, compiled) and
+//! [`Policy::evaluate`] decides. Parsing bodies and headers is [`crate::mcp`]'s job.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use cel_interpreter::{Context, Program, Value as CelValue};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::identity;
+use crate::mcp::{self, Body, Kind, Limits, ListKind, McpHeaders, PendingList};
+
+/// The policy as written (JSON). Every field is documented in README.md ("Policy").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    /// The MCP servers this Envoy fronts, matched by host and longest path prefix.
+    pub servers: Vec<RawServer>,
+    /// The rules, in any order (deny wins, then any allow; otherwise deny).
+    #[serde(default)]
+    pub rules: Vec<RawRule>,
+    /// Request size limits; defaults in [`RawLimits`].
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// One MCP server.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// The name rules refer to, e.g. `everything`.
+    pub name: String,
+    /// The `Host`/`:authority` it answers on (port ignored); any host if absent.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// The path prefix, e.g. `/everything/` (must start with `/`).
+    pub path_prefix: String,
+}
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Effect {
+    /// The rule grants access when it matches.
+    Allow,
+    /// The rule refuses access when it matches, whatever else allows it.
+    Deny,
+}
+
+/// One rule. Every present field must match; within a list, one entry suffices, except
+/// `when.scopes`, where every listed scope is required.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    /// A name for logs, stats and the access log (default `rules[i]`).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// `allow` or `deny`.
+    pub effect: Effect,
+    /// Server names (globs with `*`); default all.
+    #[serde(default = "any")]
+    pub servers: Vec<String>,
+    /// MCP methods (globs), e.g. `tools/call`, `notifications/*`; requests without a body are
+    /// `http:GET` and `http:DELETE`; a client's JSON-RPC responses are `response`. Default all.
+    #[serde(default = "any")]
+    pub methods: Vec<String>,
+    /// Tool or prompt names, or resource URIs (globs); default all. A rule that lists names
+    /// only matches requests that name a target.
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+    /// Conditions on the caller's identity.
+    #[serde(default)]
+    pub when: RawWhen,
+    /// A CEL expression that must evaluate to `true` (see [`CONDITION_VARIABLES`]).
+    #[serde(default)]
+    pub condition: Option<String>,
+    /// Warning: lets callers without an identity (no `x-mcpgw-subject`) match this rule.
+    /// Default false.
+    #[serde(default)]
+    pub anonymous: bool,
+}
+
+fn any() -> Vec<String> {
+    vec!["*".to_owned()]
+}
+
+/// Identity conditions of a rule (all optional).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWhen {
+    /// Subjects (`sub`, e.g. `github:123`); one must match.
+    #[serde(default)]
+    pub subjects: Option<Vec<String>>,
+    /// User names (`preferred_username`); one must match.
+    #[serde(default)]
+    pub users: Option<Vec<String>>,
+    /// Groups (`org`, `org/team`); the caller must be in one of them.
+    #[serde(default)]
+    pub groups: Option<Vec<String>>,
+    /// Scopes; the token must carry every one of them.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    /// OAuth client ids; one must match.
+    #[serde(default)]
+    pub client_ids: Option<Vec<String>>,
+}
+
+/// Request limits as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawLimits {
+    /// Largest request body in bytes; default 1 MiB.
+    pub max_body_bytes: usize,
+    /// Deepest JSON nesting; default 64.
+    pub max_depth: usize,
+    /// Most messages in a batch; default 32.
+    pub max_batch: usize,
+    /// Largest `*/list` response the filter buffers to filter; default 4 MiB.
+    pub max_response_bytes: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            max_body_bytes: l.max_body_bytes,
+            max_depth: l.max_depth,
+            max_batch: l.max_batch,
+            max_response_bytes: 4 << 20,
+        }
+    }
+}
+
+/// The variables a rule's `condition` can use.
+pub const CONDITION_VARIABLES: &[&str] = &[
+    "subject",   // string, "" when anonymous
+    "user",      // string
+    "email",     // string
+    "groups",    // list of strings
+    "scopes",    // list of strings
+    "client_id", // string
+    "server",    // string: the server's name
+    "method",    // string
+    "name",      // string: tool/prompt name or resource URI, "" if none
+    "arguments", // map: `params.arguments` of tools/call and prompts/get, {} if none
+];
+
+/// Everything wrong with a policy, one entry per problem, each with its field path.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid policy: {}", .0.join("; "))]
+pub struct PolicyError(pub Vec<String>);
+
+/// The caller, as the JWT filter established it (`x-mcpgw-*` headers, [`crate::identity`]).
+/// Unlike [`crate::identity::Identity`] every field may be absent: a route without the JWT
+/// filter has an anonymous caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    /// `x-mcpgw-subject`.
+    pub subject: Option<String>,
+    /// `x-mcpgw-user`.
+    pub user: Option<String>,
+    /// `x-mcpgw-email`.
+    pub email: Option<String>,
+    /// `x-mcpgw-groups`, split on commas.
+    pub groups: Vec<String>,
+    /// `x-mcpgw-scopes`, split on spaces.
+    pub scopes: Vec<String>,
+    /// `x-mcpgw-client-id`.
+    pub client_id: Option<String>,
+}
+
+impl Caller {
+    /// Builds the caller from the `x-mcpgw-*` header values (`get` returns a header's value).
+    pub fn from_headers(get: impl Fn(&str) -> Option<String>) -> Self {
+        let list = |v: Option<String>, sep: char| -> Vec<String> {
+            v.map(|s| s.split(sep).map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect())
+                .unwrap_or_default()
+        };
+        let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+        Self {
+            subject: nonempty(get(identity::SUBJECT)),
+            user: nonempty(get(identity::USER)),
+            email: nonempty(get(identity::EMAIL)),
+            groups: list(get(identity::GROUPS), ','),
+            scopes: list(get(identity::SCOPES), ' '),
+            client_id: nonempty(get(identity::CLIENT_ID)),
+        }
+    }
+}
+
+/// One authorization question.
+#[derive(Debug, Clone, Copy)]
+pub struct Request<'a> {
+    /// The caller.
+    pub caller: &'a Caller,
+    /// The server's name (from [`Policy::server_for`]).
+    pub server: &'a str,
+    /// The MCP method (or `http:GET`, `http:DELETE`, `response`).
+    pub method: &'a str,
+    /// The tool/prompt name or resource URI.
+    pub name: Option<&'a str>,
+    /// `params.arguments`.
+    pub arguments: Option<&'a Value>,
+}
+
+/// The answer: allowed or not, and which rule decided (`None`: nothing allowed it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Decision {
+    /// Whether the request may proceed.
+    pub allowed: bool,
+    /// The index of the deciding rule.
+    pub rule: Option<usize>,
+}
+
+/// A `*` glob, compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Glob(Vec<String>);
+
+impl Glob {
+    fn new(pattern: &str) -> Self {
+        Self(pattern.split('*').map(str::to_owned).collect())
+    }
+
+    fn is_literal(&self) -> bool {
+        self.0.len() == 1
+    }
+
+    fn matches(&self, s: &str) -> bool {
+        let parts = &self.0;
+        let [first, middle @ .., last] = parts.as_slice() else {
+            return parts.first().is_some_and(|p| p == s);
+        };
+        let Some(mut rest) = s.strip_prefix(first.as_str()) else { return false };
+        for part in middle {
+            match rest.find(part.as_str()) {
+                Some(i) => rest = &rest[i + part.len()..],
+                None => return false,
+            }
+        }
+        rest.len() >= last.len() && rest.ends_with(last.as_str())
+    }
+}
+
+fn any_match(globs: &[Glob], s: &str) -> bool {
+    globs.iter().any(|g| g.matches(s))
+}
+
+struct Condition {
+    source: String,
+    program: Program,
+}
+
+impl fmt::Debug for Condition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("Condition").field(&self.source).finish()
+    }
+}
+
+#[derive(Debug)]
+struct Rule {
+    name: String,
+    effect: Effect,
+    servers: Vec<Glob>,
+    methods: Vec<Glob>,
+    names: Option<Vec<Glob>>,
+    subjects: Option<BTreeSet<String>>,
+    users: Option<BTreeSet<String>>,
+    groups: Option<BTreeSet<String>>,
+    scopes: Vec<String>,
+    client_ids: Option<BTreeSet<String>>,
+    condition: Option<Condition>,
+    anonymous: bool,
+}
+
+fn in_set(set: &Option<BTreeSet<String>>, v: Option<&str>) -> bool {
+    set.as_ref().is_none_or(|s| v.is_some_and(|v| s.contains(v)))
+}
+
+impl Rule {
+    /// Whether everything but the condition matches.
+    fn matches_fields(&self, req: &Request<'_>) -> bool {
+        let id = req.caller;
+        (self.anonymous || id.subject.is_some())
+            && any_match(&self.servers, req.server)
+            && any_match(&self.methods, req.method)
+            && self.names.as_ref().is_none_or(|n| req.name.is_some_and(|s| any_match(n, s)))
+            && in_set(&self.subjects, id.subject.as_deref())
+            && in_set(&self.users, id.user.as_deref())
+            && in_set(&self.client_ids, id.client_id.as_deref())
+            && self.groups.as_ref().is_none_or(|g| id.groups.iter().any(|x| g.contains(x)))
+            && self.scopes.iter().all(|s| id.scopes.contains(s))
+    }
+}
+
+/// A server, compiled.
+#[derive(Debug, Clone)]
+struct Server {
+    name: String,
+    host: Option<String>,
+    path_prefix: String,
+}
+
+/// A validated, compiled policy.
+pub struct Policy {
+    servers: Vec<Server>,
+    rules: Vec<Rule>,
+    /// Request limits.
+    pub limits: Limits,
+    /// Largest `*/list` response body the filter buffers.
+    pub max_response_bytes: usize,
+    /// The CEL built-in functions, registered once; each decision adds a scope of variables.
+    cel_root: Context<'static>,
+}
+
+impl fmt::Debug for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Policy")
+            .field("servers", &self.servers)
+            .field("rules", &self.rules)
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+fn strings_in(items: Option<Vec<String>>, path: &str, errors: &mut Vec<String>) -> Option<BTreeSet<String>> {
+    let items = items?;
+    if items.is_empty() {
+        errors.push(format!("{path}: must not be empty (omit it to match any)"));
+    }
+    Some(items.into_iter().collect())
+}
+
+fn globs_in(items: &[String], path: &str, errors: &mut Vec<String>) -> Vec<Glob> {
+    if items.is_empty() {
+        errors.push(format!("{path}: must not be empty (omit it to match any)"));
+    }
+    items
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            if p.is_empty() {
+                errors.push(format!("{path}[{i}]: must not be empty"));
+                None
+            } else {
+                Some(Glob::new(p))
+            }
+        })
+        .collect()
+}
+
+impl TryFrom<RawPolicy> for Policy {
+    type Error = PolicyError;
+
+    fn try_from(raw: RawPolicy) -> Result<Self, PolicyError> {
+        let mut errors = Vec::new();
+        if raw.servers.is_empty() {
+            errors.push("servers: at least one server is required".to_owned());
+        }
+        let mut names = BTreeSet::new();
+        for (i, s) in raw.servers.iter().enumerate() {
+            if s.name.is_empty() || s.name.contains('*') {
+                errors.push(format!("servers[{i}].name: must be non-empty and contain no `*`"));
+            }
+            if !names.insert(s.name.as_str()) {
+                errors.push(format!("servers[{i}].name: `{}` is defined twice", s.name));
+            }
+            if !s.path_prefix.starts_with('/') {
+                errors.push(format!("servers[{i}].path_prefix: must start with `/`"));
+            }
+        }
+        let servers = raw
+            .servers
+            .iter()
+            .map(|s| Server {
+                name: s.name.clone(),
+                host: s.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                path_prefix: s.path_prefix.clone(),
+            })
+            .collect();
+        let rules = raw
+            .rules
+            .into_iter()
+            .enumerate()
+            .map(|(i, r)| compile_rule(i, r, &names, &mut errors))
+            .collect();
+        let l = &raw.limits;
+        for (field, v) in [
+            ("max_body_bytes", l.max_body_bytes),
+            ("max_depth", l.max_depth),
+            ("max_batch", l.max_batch),
+            ("max_response_bytes", l.max_response_bytes),
+        ] {
+            if v == 0 {
+                errors.push(format!("limits.{field}: must be positive"));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(PolicyError(errors));
+        }
+        Ok(Self {
+            servers,
+            rules,
+            limits: Limits { max_body_bytes: l.max_body_bytes, max_depth: l.max_depth, max_batch: l.max_batch },
+            max_response_bytes: l.max_response_bytes,
+            cel_root: Context::default(),
+        })
+    }
+}
+
+fn compile_rule(i: usize, r: RawRule, servers: &BTreeSet<&str>, errors: &mut Vec<String>) -> Rule {
+    let at = format!("rules[{i}]");
+    let server_globs = globs_in(&r.servers, &format!("{at}.servers"), errors);
+    for (j, g) in server_globs.iter().enumerate() {
+        if g.is_literal() && !servers.contains(r.servers[j].as_str()) {
+            errors.push(format!("{at}.servers[{j}]: no server is named `{}`", r.servers[j]));
+        }
+    }
+    let condition = r.condition.and_then(|source| match Program::compile(&source) {
+        Ok(program) => {
+            let refs = program.references();
+            for v in refs.variables() {
+                if !CONDITION_VARIABLES.contains(&v) {
+                    errors.push(format!("{at}.condition: unknown variable `{v}`"));
+                }
+            }
+            Some(Condition { source, program })
+        }
+        Err(e) => {
+            errors.push(format!("{at}.condition: {e}"));
+            None
+        }
+    });
+    let w = r.when;
+    Rule {
+        name: r.name.unwrap_or_else(|| at.clone()),
+        effect: r.effect,
+        methods: globs_in(&r.methods, &format!("{at}.methods"), errors),
+        names: r.names.as_deref().map(|n| globs_in(n, &format!("{at}.names"), errors)),
+        servers: server_globs,
+        subjects: strings_in(w.subjects, &format!("{at}.when.subjects"), errors),
+        users: strings_in(w.users, &format!("{at}.when.users"), errors),
+        groups: strings_in(w.groups, &format!("{at}.when.groups"), errors),
+        scopes: strings_in(w.scopes, &format!("{at}.when.scopes"), errors)
+            .map(|s| s.into_iter().collect())
+            .unwrap_or_default(),
+        client_ids: strings_in(w.client_ids, &format!("{at}.when.client_ids"), errors),
+        condition,
+        anonymous: r.anonymous,
+    }
+}
+
+impl Policy {
+    /// Parses and validates a JSON policy.
+    pub fn from_json(json: &[u8]) -> Result<Self, PolicyError> {
+        let raw: RawPolicy =
+            serde_json::from_slice(json).map_err(|e| PolicyError(vec![format!("policy: {e}")]))?;
+        Self::try_from(raw)
+    }
+
+    /// The server a request is for: the host must match (if the server names one) and the
+    /// longest matching path prefix wins.
+    pub fn server_for(&self, host: &str, path: &str) -> Option<&str> {
+        let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+        self.servers
+            .iter()
+            .filter(|s| s.host.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(host)))
+            .filter(|s| path.starts_with(&s.path_prefix))
+            .max_by_key(|s| (s.path_prefix.len(), s.host.is_some()))
+            .map(|s| s.name.as_str())
+    }
+
+    /// The name of rule `i` (for logs, stats and the access log).
+    pub fn rule_name(&self, i: usize) -> &str {
+        self.rules.get(i).map_or("", |r| r.name.as_str())
+    }
+
+    /// The number of rules.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Decides one request: a matching deny rule wins, then any matching allow rule; otherwise
+    /// deny. A condition that fails to evaluate to a boolean counts as matching for a deny rule
+    /// and as not matching for an allow rule (fail closed).
+    pub fn evaluate(&self, req: &Request<'_>) -> Decision {
+        let mut scope: Option<Context<'_>> = None;
+        let mut allow = None;
+        for (i, rule) in self.rules.iter().enumerate() {
+            if rule.effect == Effect::Allow && allow.is_some() {
+                continue;
+            }
+            if !rule.matches_fields(req) {
+                continue;
+            }
+            let matched = match &rule.condition {
+                None => true,
+                Some(c) => {
+                    let ctx = scope.get_or_insert_with(|| self.variables(req));
+                    match c.program.execute(ctx) {
+                        Ok(CelValue::Bool(b)) => b,
+                        _ => rule.effect == Effect::Deny,
+                    }
+                }
+            };
+            if matched {
+                match rule.effect {
+                    Effect::Deny => return Decision { allowed: false, rule: Some(i) },
+                    Effect::Allow => allow = Some(i),
+                }
+            }
+        }
+        Decision { allowed: allow.is_some(), rule: allow }
+    }
+
+    fn variables<'a>(&'a self, req: &Request<'_>) -> Context<'a> {
+        let mut ctx = self.cel_root.new_inner_scope();
+        let id = req.caller;
+        let s = |v: &Option<String>| v.clone().unwrap_or_default();
+        ctx.add_variable_from_value("subject", s(&id.subject));
+        ctx.add_variable_from_value("user", s(&id.user));
+        ctx.add_variable_from_value("email", s(&id.email));
+        ctx.add_variable_from_value("client_id", s(&id.client_id));
+        ctx.add_variable_from_value("groups", id.groups.clone());
+        ctx.add_variable_from_value("scopes", id.scopes.clone());
+        ctx.add_variable_from_value("server", req.server.to_owned());
+        ctx.add_variable_from_value("method", req.method.to_owned());
+        ctx.add_variable_from_value("name", req.name.unwrap_or_default().to_owned());
+        let arguments = req
+            .arguments
+            .and_then(|a| cel_interpreter::to_value(a).ok())
+            .filter(|v| matches!(v, CelValue::Map(_)))
+            .unwrap_or_else(|| CelValue::Map(std::collections::HashMap::<String, CelValue>::new().into()));
+        ctx.add_variable_from_value("arguments", arguments);
+        ctx
+    }
+}
+
+/// One HTTP request as the policy filter sees it (after the JWT filter).
+#[derive(Debug, Clone, Copy)]
+pub struct HttpRequest<'a> {
+    /// `:authority` / `Host`.
+    pub host: &'a str,
+    /// `:path` (query included or not; only the prefix matters).
+    pub path: &'a str,
+    /// `:method`.
+    pub http_method: &'a str,
+    /// The MCP headers.
+    pub mcp: &'a McpHeaders,
+    /// The caller.
+    pub caller: &'a Caller,
+    /// The request body (empty for GET and DELETE).
+    pub body: &'a [u8],
+}
+
+/// Why a request was refused; also the suffix of the filter's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The policy denied it (403).
+    Denied,
+    /// No configured server matches host and path (403).
+    UnknownServer,
+    /// `Mcp-Method` / `Mcp-Name` disagree with the body (400, -32020).
+    HeaderMismatch,
+    /// The body is not an acceptable JSON-RPC message (400).
+    Invalid,
+    /// The body is over the size limit (413).
+    TooLarge,
+}
+
+impl Refusal {
+    /// The stat / access-log name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Denied => "denied",
+            Self::UnknownServer => "unknown_server",
+            Self::HeaderMismatch => "header_mismatch",
+            Self::Invalid => "invalid",
+            Self::TooLarge => "too_large",
+        }
+    }
+}
+
+/// The policy filter's answer to one HTTP request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    /// The matched server's name.
+    pub server: Option<String>,
+    /// The (first) MCP method, or `http:<METHOD>` for a request without a body.
+    pub method: String,
+    /// The (first) target name.
+    pub name: Option<String>,
+    /// The deciding rule's name (the denying one, or the allowing one of the first message).
+    pub rule: Option<String>,
+    /// `None`: pass the request on. Otherwise refuse it with this response.
+    pub refusal: Option<(Refusal, u32, Vec<u8>)>,
+    /// `*/list` requests whose responses must be filtered.
+    pub pending_lists: Vec<PendingList>,
+}
+
+impl Outcome {
+    fn refuse(mut self, why: Refusal, status: u32, body: &Value) -> Self {
+        self.refusal = Some((why, status, body.to_string().into_bytes()));
+        self
+    }
+}
+
+impl Policy {
+    /// Decides a whole HTTP request: server, headers against body, every message of a batch
+    /// (one denied member refuses the batch, each member with an `id` gets an error).
+    pub fn authorize(&self, req: &HttpRequest<'_>) -> Outcome {
+        let bodiless = !req.http_method.eq_ignore_ascii_case("POST");
+        let mut out = Outcome {
+            server: self.server_for(req.host, req.path).map(str::to_owned),
+            method: format!("http:{}", req.http_method.to_ascii_uppercase()),
+            name: None,
+            rule: None,
+            refusal: None,
+            pending_lists: Vec::new(),
+        };
+        let body = if bodiless {
+            None
+        } else {
+            match mcp::parse_body(req.body, &self.limits) {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    let why = if e.http_status() == 413 { Refusal::TooLarge } else { Refusal::Invalid };
+                    let status = e.http_status();
+                    return out.refuse(why, status, &mcp::error_response(None, e.rpc_code(), &e.to_string()));
+                }
+            }
+        };
+        if let Some(first) = body.as_ref().and_then(|b| b.messages().first()) {
+            out.method = first.method.clone().unwrap_or_else(|| "response".to_owned());
+            out.name = first.name.clone();
+        }
+        if let Some(b) = &body
+            && let Err(e) = req.mcp.check(b)
+        {
+            let id = match b {
+                Body::Single(m) => m.id.as_ref(),
+                Body::Batch(_) => None,
+            };
+            return out.refuse(Refusal::HeaderMismatch, 400, &mcp::error_response(id, mcp::HEADER_MISMATCH, &e.to_string()));
+        }
+        let Some(server) = out.server.clone() else {
+            return out.refuse(Refusal::UnknownServer, 403, &mcp::error_response(None, mcp::FORBIDDEN, FORBIDDEN_MESSAGE));
+        };
+        let ask = |method: &str, name: Option<&str>, arguments: Option<&Value>| {
+            self.evaluate(&Request { caller: req.caller, server: &server, method, name, arguments })
+        };
+        let Some(body) = body else {
+            let d = ask(&out.method, None, None);
+            out.rule = d.rule.map(|i| self.rule_name(i).to_owned());
+            if !d.allowed {
+                return out.refuse(Refusal::Denied, 403, &mcp::error_response(None, mcp::FORBIDDEN, FORBIDDEN_MESSAGE));
+            }
+            return out;
+        };
+        let mut denied = None;
+        let mut decisions = Vec::with_capacity(body.messages().len());
+        for m in body.messages() {
+            let method = m.method.as_deref().unwrap_or("response");
+            let d = ask(method, m.name.as_deref(), m.arguments.as_ref());
+            if !d.allowed && denied.is_none() {
+                denied = Some(d);
+            }
+            decisions.push(d);
+        }
+        let first = denied.or(decisions.first().copied());
+        out.rule = first.and_then(|d| d.rule).map(|i| self.rule_name(i).to_owned());
+        if denied.is_some() {
+            let error = match &body {
+                Body::Single(m) => mcp::error_response(m.id.as_ref(), mcp::FORBIDDEN, FORBIDDEN_MESSAGE),
+                Body::Batch(ms) => {
+                    let errors: Vec<Value> = ms
+                        .iter()
+                        .zip(&decisions)
+                        .filter(|(m, _)| m.kind == Kind::Request)
+                        .map(|(m, d)| {
+                            let msg = if d.allowed { BATCH_REFUSED_MESSAGE } else { FORBIDDEN_MESSAGE };
+                            mcp::error_response(m.id.as_ref(), mcp::FORBIDDEN, msg)
+                        })
+                        .collect();
+                    if errors.is_empty() {
+                        mcp::error_response(None, mcp::FORBIDDEN, FORBIDDEN_MESSAGE)
+                    } else {
+                        Value::Array(errors)
+                    }
+                }
+            };
+            return out.refuse(Refusal::Denied, 403, &error);
+        }
+        out.pending_lists = body
+            .messages()
+            .iter()
+            .filter_map(|m| {
+                let kind = ListKind::of_method(m.method.as_deref()?)?;
+                Some(PendingList { id: m.id.clone()?, kind })
+            })
+            .collect();
+        out
+    }
+
+    /// Whether a caller may see one `*/list` entry: the same question as calling it.
+    pub fn may_see(&self, caller: &Caller, server: &str, kind: ListKind, name: &str) -> bool {
+        self.evaluate(&Request { caller, server, method: kind.entry_method(), name: Some(name), arguments: None })
+            .allowed
+    }
+}
+
+/// The error message of a denial: it names nothing (not the rule, not what would be allowed).
+pub const FORBIDDEN_MESSAGE: &str = "forbidden by policy";
+/// The error message for the allowed members of a batch that another member got refused.
+pub const BATCH_REFUSED_MESSAGE: &str = "batch refused: another message in it is forbidden";
+
+#[cfg(test)]
+#[path = "policy_tests.rs"]
+mod tests;
