@@ -35,7 +35,11 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
-        Self { max_body_bytes: 1 << 20, max_depth: 64, max_batch: 32 }
+        Self {
+            max_body_bytes: 1 << 20,
+            max_depth: 64,
+            max_batch: 32,
+        }
     }
 }
 
@@ -188,7 +192,11 @@ pub fn parse_body(bytes: &[u8], limits: &Limits) -> Result<Body, ParseError> {
             if items.len() > limits.max_batch {
                 return Err(ParseError::BatchTooLarge(limits.max_batch));
             }
-            items.into_iter().map(message).collect::<Result<_, _>>().map(Body::Batch)
+            items
+                .into_iter()
+                .map(message)
+                .collect::<Result<_, _>>()
+                .map(Body::Batch)
         }
         other => message(other).map(Body::Single),
     }
@@ -241,17 +249,33 @@ fn message(value: Value) -> Result<Message, ParseError> {
                 Some(_) => return Err(ParseError::Invalid("`params` must be an object")),
             };
             let (name, arguments) = target(&method, params)?;
-            let kind = if id.is_some() { Kind::Request } else { Kind::Notification };
+            let kind = if id.is_some() {
+                Kind::Request
+            } else {
+                Kind::Notification
+            };
             if id == Some(Value::Null) {
                 return Err(ParseError::Invalid("a request `id` must not be null"));
             }
-            Ok(Message { kind, id, method: Some(method), name, arguments })
+            Ok(Message {
+                kind,
+                id,
+                method: Some(method),
+                name,
+                arguments,
+            })
         }
         Some(_) => Err(ParseError::Invalid("`method` must be a string")),
-        None if obj.contains_key("result") || obj.contains_key("error") => {
-            Ok(Message { kind: Kind::Response, id, method: None, name: None, arguments: None })
-        }
-        None => Err(ParseError::Invalid("message has neither `method` nor `result`/`error`")),
+        None if obj.contains_key("result") || obj.contains_key("error") => Ok(Message {
+            kind: Kind::Response,
+            id,
+            method: None,
+            name: None,
+            arguments: None,
+        }),
+        None => Err(ParseError::Invalid(
+            "message has neither `method` nor `result`/`error`",
+        )),
     }
 }
 
@@ -266,7 +290,9 @@ fn target(
         _ => return Ok((None, None)),
     };
     let Some(Value::String(name)) = params.remove(key) else {
-        return Err(ParseError::Invalid("`params` lacks the string naming the target"));
+        return Err(ParseError::Invalid(
+            "`params` lacks the string naming the target",
+        ));
     };
     Ok((Some(name), params.remove("arguments")))
 }
@@ -306,7 +332,9 @@ impl McpHeaders {
     /// Whether this request is of a revision that requires `Mcp-Method` / `Mcp-Name`.
     /// Revisions are dates, so they compare as strings.
     pub fn requires_method_headers(&self) -> bool {
-        self.protocol_version.as_deref().is_some_and(|v| v >= STATELESS_REVISION)
+        self.protocol_version
+            .as_deref()
+            .is_some_and(|v| v >= STATELESS_REVISION)
     }
 
     /// Checks the headers against the body. Headers present in any revision must match; in
@@ -360,7 +388,11 @@ fn filter_message(
     pending: &[PendingList],
     keep: &mut dyn FnMut(ListKind, &str) -> bool,
 ) -> usize {
-    let Some(kind) = pending.iter().find(|p| msg.get("id") == Some(&p.id)).map(|p| p.kind) else {
+    let Some(kind) = pending
+        .iter()
+        .find(|p| msg.get("id") == Some(&p.id))
+        .map(|p| p.kind)
+    else {
         return 0;
     };
     let Some(entries) = msg
@@ -372,7 +404,11 @@ fn filter_message(
     };
     let before = entries.len();
     // An entry without a name cannot be authorized, so it is not shown.
-    entries.retain(|e| e.get(kind.key()).and_then(Value::as_str).is_some_and(|n| keep(kind, n)));
+    entries.retain(|e| {
+        e.get(kind.key())
+            .and_then(Value::as_str)
+            .is_some_and(|n| keep(kind, n))
+    });
     before - entries.len()
 }
 
@@ -393,7 +429,10 @@ pub fn filter_json_response(
 ) -> Result<(Vec<u8>, usize), FilterError> {
     let mut value: Value = serde_json::from_slice(body).map_err(|_| FilterError::NotJson)?;
     let removed = match &mut value {
-        Value::Array(items) => items.iter_mut().map(|m| filter_message(m, pending, keep)).sum(),
+        Value::Array(items) => items
+            .iter_mut()
+            .map(|m| filter_message(m, pending, keep))
+            .sum(),
         msg => filter_message(msg, pending, keep),
     };
     let out = serde_json::to_vec(&value).map_err(|_| FilterError::NotJson)?;

@@ -10,7 +10,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use cel_interpreter::{Context, Program, Value as CelValue};
+use cel::{Context, Program, Value as CelValue};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -180,8 +180,14 @@ impl Caller {
     /// Builds the caller from the `x-mcpgw-*` header values (`get` returns a header's value).
     pub fn from_headers(get: impl Fn(&str) -> Option<String>) -> Self {
         let list = |v: Option<String>, sep: char| -> Vec<String> {
-            v.map(|s| s.split(sep).map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect())
-                .unwrap_or_default()
+            v.map(|s| {
+                s.split(sep)
+                    .map(str::trim)
+                    .filter(|x| !x.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
         };
         let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
         Self {
@@ -237,7 +243,9 @@ impl Glob {
         let [first, middle @ .., last] = parts.as_slice() else {
             return parts.first().is_some_and(|p| p == s);
         };
-        let Some(mut rest) = s.strip_prefix(first.as_str()) else { return false };
+        let Some(mut rest) = s.strip_prefix(first.as_str()) else {
+            return false;
+        };
         for part in middle {
             match rest.find(part.as_str()) {
                 Some(i) => rest = &rest[i + part.len()..],
@@ -280,7 +288,8 @@ struct Rule {
 }
 
 fn in_set(set: &Option<BTreeSet<String>>, v: Option<&str>) -> bool {
-    set.as_ref().is_none_or(|s| v.is_some_and(|v| s.contains(v)))
+    set.as_ref()
+        .is_none_or(|s| v.is_some_and(|v| s.contains(v)))
 }
 
 impl Rule {
@@ -290,11 +299,17 @@ impl Rule {
         (self.anonymous || id.subject.is_some())
             && any_match(&self.servers, req.server)
             && any_match(&self.methods, req.method)
-            && self.names.as_ref().is_none_or(|n| req.name.is_some_and(|s| any_match(n, s)))
+            && self
+                .names
+                .as_ref()
+                .is_none_or(|n| req.name.is_some_and(|s| any_match(n, s)))
             && in_set(&self.subjects, id.subject.as_deref())
             && in_set(&self.users, id.user.as_deref())
             && in_set(&self.client_ids, id.client_id.as_deref())
-            && self.groups.as_ref().is_none_or(|g| id.groups.iter().any(|x| g.contains(x)))
+            && self
+                .groups
+                .as_ref()
+                .is_none_or(|g| id.groups.iter().any(|x| g.contains(x)))
             && self.scopes.iter().all(|s| id.scopes.contains(s))
     }
 }
@@ -316,7 +331,7 @@ pub struct Policy {
     /// Largest `*/list` response body the filter buffers.
     pub max_response_bytes: usize,
     /// The CEL built-in functions, registered once; each decision adds a scope of variables.
-    cel_root: Context<'static>,
+    cel_root: Context<'static, 'static>,
 }
 
 impl fmt::Debug for Policy {
@@ -329,7 +344,11 @@ impl fmt::Debug for Policy {
     }
 }
 
-fn strings_in(items: Option<Vec<String>>, path: &str, errors: &mut Vec<String>) -> Option<BTreeSet<String>> {
+fn strings_in(
+    items: Option<Vec<String>>,
+    path: &str,
+    errors: &mut Vec<String>,
+) -> Option<BTreeSet<String>> {
     let items = items?;
     if items.is_empty() {
         errors.push(format!("{path}: must not be empty (omit it to match any)"));
@@ -366,7 +385,9 @@ impl TryFrom<RawPolicy> for Policy {
         let mut names = BTreeSet::new();
         for (i, s) in raw.servers.iter().enumerate() {
             if s.name.is_empty() || s.name.contains('*') {
-                errors.push(format!("servers[{i}].name: must be non-empty and contain no `*`"));
+                errors.push(format!(
+                    "servers[{i}].name: must be non-empty and contain no `*`"
+                ));
             }
             if !names.insert(s.name.as_str()) {
                 errors.push(format!("servers[{i}].name: `{}` is defined twice", s.name));
@@ -407,7 +428,11 @@ impl TryFrom<RawPolicy> for Policy {
         Ok(Self {
             servers,
             rules,
-            limits: Limits { max_body_bytes: l.max_body_bytes, max_depth: l.max_depth, max_batch: l.max_batch },
+            limits: Limits {
+                max_body_bytes: l.max_body_bytes,
+                max_depth: l.max_depth,
+                max_batch: l.max_batch,
+            },
             max_response_bytes: l.max_response_bytes,
             cel_root: Context::default(),
         })
@@ -419,30 +444,38 @@ fn compile_rule(i: usize, r: RawRule, servers: &BTreeSet<&str>, errors: &mut Vec
     let server_globs = globs_in(&r.servers, &format!("{at}.servers"), errors);
     for (j, g) in server_globs.iter().enumerate() {
         if g.is_literal() && !servers.contains(r.servers[j].as_str()) {
-            errors.push(format!("{at}.servers[{j}]: no server is named `{}`", r.servers[j]));
+            errors.push(format!(
+                "{at}.servers[{j}]: no server is named `{}`",
+                r.servers[j]
+            ));
         }
     }
-    let condition = r.condition.and_then(|source| match Program::compile(&source) {
-        Ok(program) => {
-            let refs = program.references();
-            for v in refs.variables() {
-                if !CONDITION_VARIABLES.contains(&v) {
-                    errors.push(format!("{at}.condition: unknown variable `{v}`"));
+    let condition = r
+        .condition
+        .and_then(|source| match Program::compile(&source) {
+            Ok(program) => {
+                let refs = program.references();
+                for v in refs.variables() {
+                    if !CONDITION_VARIABLES.contains(&v) {
+                        errors.push(format!("{at}.condition: unknown variable `{v}`"));
+                    }
                 }
+                Some(Condition { source, program })
             }
-            Some(Condition { source, program })
-        }
-        Err(e) => {
-            errors.push(format!("{at}.condition: {e}"));
-            None
-        }
-    });
+            Err(e) => {
+                errors.push(format!("{at}.condition: {e}"));
+                None
+            }
+        });
     let w = r.when;
     Rule {
         name: r.name.unwrap_or_else(|| at.clone()),
         effect: r.effect,
         methods: globs_in(&r.methods, &format!("{at}.methods"), errors),
-        names: r.names.as_deref().map(|n| globs_in(n, &format!("{at}.names"), errors)),
+        names: r
+            .names
+            .as_deref()
+            .map(|n| globs_in(n, &format!("{at}.names"), errors)),
         servers: server_globs,
         subjects: strings_in(w.subjects, &format!("{at}.when.subjects"), errors),
         users: strings_in(w.users, &format!("{at}.when.users"), errors),
@@ -467,10 +500,17 @@ impl Policy {
     /// The server a request is for: the host must match (if the server names one) and the
     /// longest matching path prefix wins.
     pub fn server_for(&self, host: &str, path: &str) -> Option<&str> {
-        let host = host.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+        let host = host
+            .rsplit_once(':')
+            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(h, _)| h);
         self.servers
             .iter()
-            .filter(|s| s.host.as_deref().is_none_or(|h| h.eq_ignore_ascii_case(host)))
+            .filter(|s| {
+                s.host
+                    .as_deref()
+                    .is_none_or(|h| h.eq_ignore_ascii_case(host))
+            })
             .filter(|s| path.starts_with(&s.path_prefix))
             .max_by_key(|s| (s.path_prefix.len(), s.host.is_some()))
             .map(|s| s.name.as_str())
@@ -490,7 +530,7 @@ impl Policy {
     /// deny. A condition that fails to evaluate to a boolean counts as matching for a deny rule
     /// and as not matching for an allow rule (fail closed).
     pub fn evaluate(&self, req: &Request<'_>) -> Decision {
-        let mut scope: Option<Context<'_>> = None;
+        let mut scope: Option<Context<'_, 'static>> = None;
         let mut allow = None;
         for (i, rule) in self.rules.iter().enumerate() {
             if rule.effect == Effect::Allow && allow.is_some() {
@@ -511,15 +551,23 @@ impl Policy {
             };
             if matched {
                 match rule.effect {
-                    Effect::Deny => return Decision { allowed: false, rule: Some(i) },
+                    Effect::Deny => {
+                        return Decision {
+                            allowed: false,
+                            rule: Some(i),
+                        };
+                    }
                     Effect::Allow => allow = Some(i),
                 }
             }
         }
-        Decision { allowed: allow.is_some(), rule: allow }
+        Decision {
+            allowed: allow.is_some(),
+            rule: allow,
+        }
     }
 
-    fn variables<'a>(&'a self, req: &Request<'_>) -> Context<'a> {
+    fn variables<'a>(&'a self, req: &Request<'_>) -> Context<'a, 'static> {
         let mut ctx = self.cel_root.new_inner_scope();
         let id = req.caller;
         let s = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -534,9 +582,11 @@ impl Policy {
         ctx.add_variable_from_value("name", req.name.unwrap_or_default().to_owned());
         let arguments = req
             .arguments
-            .and_then(|a| cel_interpreter::to_value(a).ok())
+            .and_then(|a| cel::to_value(a).ok())
             .filter(|v| matches!(v, CelValue::Map(_)))
-            .unwrap_or_else(|| CelValue::Map(std::collections::HashMap::<String, CelValue>::new().into()));
+            .unwrap_or_else(|| {
+                CelValue::Map(std::collections::HashMap::<String, CelValue>::new().into())
+            });
         ctx.add_variable_from_value("arguments", arguments);
         ctx
     }
@@ -630,14 +680,25 @@ impl Policy {
             match mcp::parse_body(req.body, &self.limits) {
                 Ok(b) => Some(b),
                 Err(e) => {
-                    let why = if e.http_status() == 413 { Refusal::TooLarge } else { Refusal::Invalid };
+                    let why = if e.http_status() == 413 {
+                        Refusal::TooLarge
+                    } else {
+                        Refusal::Invalid
+                    };
                     let status = e.http_status();
-                    return out.refuse(why, status, &mcp::error_response(None, e.rpc_code(), &e.to_string()));
+                    return out.refuse(
+                        why,
+                        status,
+                        &mcp::error_response(None, e.rpc_code(), &e.to_string()),
+                    );
                 }
             }
         };
         if let Some(first) = body.as_ref().and_then(|b| b.messages().first()) {
-            out.method = first.method.clone().unwrap_or_else(|| "response".to_owned());
+            out.method = first
+                .method
+                .clone()
+                .unwrap_or_else(|| "response".to_owned());
             out.name = first.name.clone();
         }
         if let Some(b) = &body
@@ -647,19 +708,37 @@ impl Policy {
                 Body::Single(m) => m.id.as_ref(),
                 Body::Batch(_) => None,
             };
-            return out.refuse(Refusal::HeaderMismatch, 400, &mcp::error_response(id, mcp::HEADER_MISMATCH, &e.to_string()));
+            return out.refuse(
+                Refusal::HeaderMismatch,
+                400,
+                &mcp::error_response(id, mcp::HEADER_MISMATCH, &e.to_string()),
+            );
         }
         let Some(server) = out.server.clone() else {
-            return out.refuse(Refusal::UnknownServer, 403, &mcp::error_response(None, mcp::FORBIDDEN, FORBIDDEN_MESSAGE));
+            return out.refuse(
+                Refusal::UnknownServer,
+                403,
+                &mcp::error_response(None, mcp::FORBIDDEN, FORBIDDEN_MESSAGE),
+            );
         };
         let ask = |method: &str, name: Option<&str>, arguments: Option<&Value>| {
-            self.evaluate(&Request { caller: req.caller, server: &server, method, name, arguments })
+            self.evaluate(&Request {
+                caller: req.caller,
+                server: &server,
+                method,
+                name,
+                arguments,
+            })
         };
         let Some(body) = body else {
             let d = ask(&out.method, None, None);
             out.rule = d.rule.map(|i| self.rule_name(i).to_owned());
             if !d.allowed {
-                return out.refuse(Refusal::Denied, 403, &mcp::error_response(None, mcp::FORBIDDEN, FORBIDDEN_MESSAGE));
+                return out.refuse(
+                    Refusal::Denied,
+                    403,
+                    &mcp::error_response(None, mcp::FORBIDDEN, FORBIDDEN_MESSAGE),
+                );
             }
             return out;
         };
@@ -674,17 +753,25 @@ impl Policy {
             decisions.push(d);
         }
         let first = denied.or(decisions.first().copied());
-        out.rule = first.and_then(|d| d.rule).map(|i| self.rule_name(i).to_owned());
+        out.rule = first
+            .and_then(|d| d.rule)
+            .map(|i| self.rule_name(i).to_owned());
         if denied.is_some() {
             let error = match &body {
-                Body::Single(m) => mcp::error_response(m.id.as_ref(), mcp::FORBIDDEN, FORBIDDEN_MESSAGE),
+                Body::Single(m) => {
+                    mcp::error_response(m.id.as_ref(), mcp::FORBIDDEN, FORBIDDEN_MESSAGE)
+                }
                 Body::Batch(ms) => {
                     let errors: Vec<Value> = ms
                         .iter()
                         .zip(&decisions)
                         .filter(|(m, _)| m.kind == Kind::Request)
                         .map(|(m, d)| {
-                            let msg = if d.allowed { BATCH_REFUSED_MESSAGE } else { FORBIDDEN_MESSAGE };
+                            let msg = if d.allowed {
+                                BATCH_REFUSED_MESSAGE
+                            } else {
+                                FORBIDDEN_MESSAGE
+                            };
                             mcp::error_response(m.id.as_ref(), mcp::FORBIDDEN, msg)
                         })
                         .collect();
@@ -702,7 +789,10 @@ impl Policy {
             .iter()
             .filter_map(|m| {
                 let kind = ListKind::of_method(m.method.as_deref()?)?;
-                Some(PendingList { id: m.id.clone()?, kind })
+                Some(PendingList {
+                    id: m.id.clone()?,
+                    kind,
+                })
             })
             .collect();
         out
@@ -710,8 +800,14 @@ impl Policy {
 
     /// Whether a caller may see one `*/list` entry: the same question as calling it.
     pub fn may_see(&self, caller: &Caller, server: &str, kind: ListKind, name: &str) -> bool {
-        self.evaluate(&Request { caller, server, method: kind.entry_method(), name: Some(name), arguments: None })
-            .allowed
+        self.evaluate(&Request {
+            caller,
+            server,
+            method: kind.entry_method(),
+            name: Some(name),
+            arguments: None,
+        })
+        .allowed
     }
 }
 

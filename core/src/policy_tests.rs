@@ -27,7 +27,9 @@ fn body_of(case: &Value) -> Vec<u8> {
 #[test]
 fn every_case_of_the_table_decides_as_written() {
     let t = table();
-    let policy = Policy::try_from(serde_json::from_value::<RawPolicy>(t["policy"].clone()).unwrap()).unwrap();
+    let policy =
+        Policy::try_from(serde_json::from_value::<RawPolicy>(t["policy"].clone()).unwrap())
+            .unwrap();
     let cases = t["cases"].as_array().unwrap();
     assert!(cases.len() > 30);
     for case in cases {
@@ -49,18 +51,33 @@ fn every_case_of_the_table_decides_as_written() {
             body: &body,
         });
         let status = out.refusal.as_ref().map_or(200, |r| r.1);
-        assert_eq!(status, case["status"].as_u64().unwrap() as u32, "{name}: {out:?}");
-        assert_eq!(out.rule.as_deref(), case["rule"].as_str(), "{name}: deciding rule");
+        assert_eq!(
+            status,
+            case["status"].as_u64().unwrap() as u32,
+            "{name}: {out:?}"
+        );
+        assert_eq!(
+            out.rule.as_deref(),
+            case["rule"].as_str(),
+            "{name}: deciding rule"
+        );
         if let Some((_, _, body)) = &out.refusal {
             let body: Value = serde_json::from_slice(body).unwrap();
             let text = body.to_string();
-            assert!(!text.contains("no-env") && !text.contains("admins"), "{name}: error names a rule: {text}");
+            assert!(
+                !text.contains("no-env") && !text.contains("admins"),
+                "{name}: error names a rule: {text}"
+            );
             if let Some(code) = case["code"].as_i64() {
                 assert_eq!(body["error"]["code"], json!(code), "{name}: {body}");
             }
             if let Some(expected) = case["batch_errors"].as_array() {
-                let got: Vec<Value> =
-                    body.as_array().unwrap().iter().map(|e| json!([e["id"], e["error"]["message"]])).collect();
+                let got: Vec<Value> = body
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|e| json!([e["id"], e["error"]["message"]]))
+                    .collect();
                 assert_eq!(&got, expected, "{name}");
             }
         }
@@ -70,7 +87,9 @@ fn every_case_of_the_table_decides_as_written() {
 #[test]
 fn every_list_case_shows_only_what_the_caller_may_call() {
     let t = table();
-    let policy = Policy::try_from(serde_json::from_value::<RawPolicy>(t["policy"].clone()).unwrap()).unwrap();
+    let policy =
+        Policy::try_from(serde_json::from_value::<RawPolicy>(t["policy"].clone()).unwrap())
+            .unwrap();
     for case in t["lists"].as_array().unwrap() {
         let name = case["name"].as_str().unwrap();
         let caller = caller(&t, case["caller"].as_str().unwrap());
@@ -87,13 +106,20 @@ fn every_list_case_shows_only_what_the_caller_may_call() {
             .map(|e| e.as_str().unwrap())
             .filter(|e| policy.may_see(&caller, server, kind, e))
             .collect();
-        let expected: Vec<&str> = case["visible"].as_array().unwrap().iter().map(|e| e.as_str().unwrap()).collect();
+        let expected: Vec<&str> = case["visible"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_str().unwrap())
+            .collect();
         assert_eq!(visible, expected, "{name}");
     }
 }
 
 fn policy_errors(json: Value) -> Vec<String> {
-    Policy::from_json(json.to_string().as_bytes()).unwrap_err().0
+    Policy::from_json(json.to_string().as_bytes())
+        .unwrap_err()
+        .0
 }
 
 #[test]
@@ -123,13 +149,18 @@ fn reports_every_config_problem_with_its_field_path() {
         "limits.max_batch: must be positive",
     ];
     for e in expected {
-        assert!(errors.iter().any(|x| x.starts_with(e)), "missing {e:?} in {errors:#?}");
+        assert!(
+            errors.iter().any(|x| x.starts_with(e)),
+            "missing {e:?} in {errors:#?}"
+        );
     }
 }
 
 #[test]
 fn rejects_unknown_fields_and_effects() {
-    let e = policy_errors(json!({"servers": [{"name": "a", "path_prefix": "/"}], "rules": [{"effect": "permit"}]}));
+    let e = policy_errors(
+        json!({"servers": [{"name": "a", "path_prefix": "/"}], "rules": [{"effect": "permit"}]}),
+    );
     assert!(e[0].contains("permit"), "{e:?}");
     let e = policy_errors(json!({"servers": [{"name": "a", "path_prefix": "/", "tls": true}]}));
     assert!(e[0].contains("tls"), "{e:?}");
@@ -138,9 +169,24 @@ fn rejects_unknown_fields_and_effects() {
 #[test]
 fn an_empty_rule_list_denies_everything() {
     let p = Policy::from_json(br#"{"servers": [{"name": "a", "path_prefix": "/"}]}"#).unwrap();
-    let caller = Caller { subject: Some("s".into()), ..Caller::default() };
-    let d = p.evaluate(&Request { caller: &caller, server: "a", method: "ping", name: None, arguments: None });
-    assert_eq!(d, Decision { allowed: false, rule: None });
+    let caller = Caller {
+        subject: Some("s".into()),
+        ..Caller::default()
+    };
+    let d = p.evaluate(&Request {
+        caller: &caller,
+        server: "a",
+        method: "ping",
+        name: None,
+        arguments: None,
+    });
+    assert_eq!(
+        d,
+        Decision {
+            allowed: false,
+            rule: None
+        }
+    );
 }
 
 #[test]
@@ -184,8 +230,18 @@ fn globs_match_prefixes_suffixes_and_infixes() {
 
 #[test]
 fn caller_from_headers_splits_lists_and_drops_empty_values() {
-    let headers = [("x-mcpgw-subject", "github:1"), ("x-mcpgw-groups", "a, a/b,,"), ("x-mcpgw-scopes", "x  y"), ("x-mcpgw-user", "")];
-    let c = Caller::from_headers(|h| headers.iter().find(|(k, _)| *k == h).map(|(_, v)| (*v).to_owned()));
+    let headers = [
+        ("x-mcpgw-subject", "github:1"),
+        ("x-mcpgw-groups", "a, a/b,,"),
+        ("x-mcpgw-scopes", "x  y"),
+        ("x-mcpgw-user", ""),
+    ];
+    let c = Caller::from_headers(|h| {
+        headers
+            .iter()
+            .find(|(k, _)| *k == h)
+            .map(|(_, v)| (*v).to_owned())
+    });
     assert_eq!(
         c,
         Caller {
