@@ -188,16 +188,17 @@ fn forbidden_origin() -> Response {
 }
 
 /// Checks the session header and the protocol-version header; returns the session.
+#[allow(clippy::result_large_err)] // reason: the error is the response itself, built once per refusal
 fn find_session(b: &Bridge, h: &HeaderMap) -> Result<Arc<Session>, Response> {
-    if let Some(v) = header_str(h, VERSION_HEADER) {
-        if !HANDSHAKE_VERSIONS.contains(&v) {
-            return Err(rpc_error(
-                StatusCode::BAD_REQUEST,
-                Value::Null,
-                INVALID_REQUEST,
-                &format!("unsupported MCP-Protocol-Version: {v}"),
-            ));
-        }
+    if let Some(v) = header_str(h, VERSION_HEADER)
+        && !HANDSHAKE_VERSIONS.contains(&v)
+    {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            INVALID_REQUEST,
+            &format!("unsupported MCP-Protocol-Version: {v}"),
+        ));
     }
     let Some(id) = header_str(h, SESSION_HEADER) else {
         return Err(rpc_error(

@@ -99,10 +99,9 @@ impl Bridge {
             tokio::spawn(async move {
                 if b.shared_child().await.is_ok()
                     && b.cfg.child_mode == config::ChildMode::PerSession
+                    && let Some(c) = b.shared.lock().await.take()
                 {
-                    if let Some(c) = b.shared.lock().await.take() {
-                        c.stop(STOP_GRACE).await;
-                    }
+                    c.stop(STOP_GRACE).await;
                 }
             });
         }
@@ -149,10 +148,10 @@ impl Bridge {
         let watched = Arc::clone(&session);
         tokio::spawn(async move {
             watched.child.wait_dead().await;
-            if let Some(b) = weak.upgrade() {
-                if b.remove_session(&watched.id).is_some() {
-                    info!(session = %watched.id, "session ended: its MCP server process exited");
-                }
+            if let Some(b) = weak.upgrade()
+                && b.remove_session(&watched.id).is_some()
+            {
+                info!(session = %watched.id, "session ended: its MCP server process exited");
             }
         });
     }

@@ -118,15 +118,13 @@ fn check(h: &HeaderMap, msg: &Value) -> Result<(), (i64, String, Option<Value>)>
     if method_h != Some(method) {
         return mismatch("Mcp-Method");
     }
-    if let Some(field) = name_field(method) {
-        if let Some(body) = msg
+    if let Some(field) = name_field(method)
+        && let Some(body) = msg
             .pointer(&format!("/params/{field}"))
             .and_then(Value::as_str)
-        {
-            if name_h.and_then(decode_header_value).as_deref() != Some(body) {
-                return mismatch("Mcp-Name");
-            }
-        }
+        && name_h.and_then(decode_header_value).as_deref() != Some(body)
+    {
+        return mismatch("Mcp-Name");
     }
     match version.and_then(Value::as_str) {
         Some(MODERN_VERSION) => Ok(()),
@@ -235,7 +233,7 @@ pub async fn handle(b: &Arc<Bridge>, h: &HeaderMap, mut msg: Value, k: Kind) -> 
             strip_reserved_meta(&mut msg);
             let server_info = init.get("serverInfo").cloned();
             let resp = forward_request(b, &child, msg, None).await;
-            finish(resp, server_info).await
+            finish(resp, server_info, cacheable(&method)).await
         }
     }
 }
@@ -253,16 +251,30 @@ fn strip_reserved_meta(msg: &mut Value) {
         ] {
             meta.remove(k);
         }
-        if meta.is_empty() {
-            if let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut) {
-                p.remove("_meta");
-            }
+        if meta.is_empty()
+            && let Some(p) = msg.get_mut("params").and_then(Value::as_object_mut)
+        {
+            p.remove("_meta");
         }
     }
 }
 
+/// Whether 2026-07-28 requires caching hints (`ttlMs`, `cacheScope`) on this method's result.
+fn cacheable(method: &str) -> bool {
+    matches!(
+        method,
+        "tools/list"
+            | "prompts/list"
+            | "resources/list"
+            | "resources/templates/list"
+            | "resources/read"
+    )
+}
+
 /// Stamps a JSON result from an older child for the 2026-07-28 wire; maps error codes to statuses.
-async fn finish(resp: Response, server_info: Option<Value>) -> Response {
+/// Cacheable results get `ttlMs: 0` and `cacheScope: "private"`: an older server gives no hint, so
+/// nothing is cached and nothing is shared across users.
+async fn finish(resp: Response, server_info: Option<Value>, cacheable: bool) -> Response {
     let is_json = resp
         .headers()
         .get("content-type")
@@ -281,6 +293,10 @@ async fn finish(resp: Response, server_info: Option<Value>) -> Response {
     }
     if let Some(r) = v.get_mut("result").and_then(Value::as_object_mut) {
         r.entry("resultType").or_insert(json!("complete"));
+        if cacheable {
+            r.entry("ttlMs").or_insert(json!(0));
+            r.entry("cacheScope").or_insert(json!("private"));
+        }
         if let Some(info) = server_info {
             let meta = r.entry("_meta").or_insert(json!({}));
             if let Some(m) = meta.as_object_mut() {
@@ -322,17 +338,16 @@ async fn listen(b: &Bridge, child: &Arc<Child>, init: &Value, msg: &Value) -> Re
     if let Some(uris) = wanted
         .get("resourceSubscriptions")
         .and_then(Value::as_array)
+        && can("resources", "subscribe")
     {
-        if can("resources", "subscribe") {
-            for uri in uris.iter().filter_map(Value::as_str) {
-                let sub = json!({"jsonrpc": "2.0", "id": 0, "method": "resources/subscribe", "params": {"uri": uri}});
-                if matches!(child.call(sub, b.cfg.init_timeout).await, Ok(r) if r.get("result").is_some())
-                {
-                    filter.uris.push(uri.to_owned());
-                }
+        for uri in uris.iter().filter_map(Value::as_str) {
+            let sub = json!({"jsonrpc": "2.0", "id": 0, "method": "resources/subscribe", "params": {"uri": uri}});
+            if matches!(child.call(sub, b.cfg.init_timeout).await, Ok(r) if r.get("result").is_some())
+            {
+                filter.uris.push(uri.to_owned());
             }
-            accepted.insert("resourceSubscriptions".into(), json!(filter.uris));
         }
+        accepted.insert("resourceSubscriptions".into(), json!(filter.uris));
     }
     let (tx, rx) = mpsc::channel(64);
     let ack = json!({"jsonrpc": "2.0", "method": "notifications/subscriptions/acknowledged",

@@ -230,15 +230,13 @@ impl Session {
         // Server-initiated messages go to the GET stream when a client listens there; otherwise to
         // the latest request in flight (whose POST then answers with SSE), else they wait in the
         // GET stream's replay buffer.
-        if !self.has_get() {
-            if let Some(sink) = self.child.latest_pending() {
-                if tokio::time::timeout(self.slow, sink.send(msg.clone()))
-                    .await
-                    .is_ok()
-                {
-                    return;
-                }
-            }
+        if !self.has_get()
+            && let Some(sink) = self.child.latest_pending()
+            && tokio::time::timeout(self.slow, sink.send(msg.clone()))
+                .await
+                .is_ok()
+        {
+            return;
         }
         self.emit(GET_STREAM, &msg, false).await;
     }
