@@ -51,6 +51,9 @@ class Server:
     enabled: bool
     command: list[str]
     scopes: list[str]
+    # Who may call it (the policy filter): logins and groups; both empty: every logged-in user.
+    allow_users: list[str] = field(default_factory=list)
+    allow_groups: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -60,6 +63,9 @@ class Config:
     port: int
     public_url: str
     state_dir: Path
+    # Loopback ports of the sidecar and of the first bridge (0: any free port).
+    sidecar_port: int
+    bridge_ports_from: int
     upstream: str
     allowed_users: list[str]
     allowed_orgs: list[str]
@@ -120,6 +126,11 @@ def load_config(path: Path) -> Config:
     public_url = _take(gateway, "public_url", str, "gateway", errors, f"http://127.0.0.1:{port}")
     _origin(public_url, "gateway.public_url", errors)
     state_dir = _take(gateway, "state_dir", str, "gateway", errors, "target/run")
+    sidecar_port = _take(gateway, "sidecar_port", int, "gateway", errors, SIDECAR_PORT)
+    bridge_ports_from = _take(gateway, "bridge_ports_from", int, "gateway", errors, 8101)
+    for key, value in (("sidecar_port", sidecar_port), ("bridge_ports_from", bridge_ports_from)):
+        if isinstance(value, int) and not 0 <= value <= 65535:
+            errors.append(f"gateway.{key}: must be 0..65535 (0: any free port)")
     _unknown(gateway, "gateway", errors)
 
     upstream = _take(login, "upstream", str, "login", errors, "oidc")
@@ -142,8 +153,12 @@ def load_config(path: Path) -> Config:
         if command == []:
             errors.append(f"{where}.command: must not be empty")
         scopes = _take(table, "scopes", list, where, errors, [])
+        allow_users = _take(table, "allow_users", list, where, errors, [])
+        allow_groups = _take(table, "allow_groups", list, where, errors, [])
         _unknown(table, where, errors)
-        parsed.append(Server(name, enabled, command or [], scopes or []))
+        parsed.append(
+            Server(name, enabled, command or [], scopes or [], allow_users or [], allow_groups or [])
+        )
     if not any(s.enabled for s in parsed):
         errors.append("servers: enable at least one MCP server")
 
@@ -157,6 +172,8 @@ def load_config(path: Path) -> Config:
         port=port,
         public_url=public_url,
         state_dir=ROOT / state_dir,
+        sidecar_port=sidecar_port,
+        bridge_ports_from=bridge_ports_from,
         upstream=upstream,
         allowed_users=allowed_users,
         allowed_orgs=allowed_orgs,
@@ -205,6 +222,25 @@ def resources(public_url: str, servers: list[Server]) -> list[dict]:
     ]
 
 
+def policy(servers: list[Server]) -> dict:
+    """The policy filter's configuration (core's `RawPolicy`) for the given servers: each server
+    is open to every logged-in user, or only to its `allow_users` / `allow_groups`."""
+    rules = []
+    for s in servers:
+        if not (s.allow_users or s.allow_groups):
+            rules.append({"name": f"{s.name}: every user", "effect": "allow", "servers": [s.name]})
+        for kind, listed in (("users", s.allow_users), ("groups", s.allow_groups)):
+            if listed:
+                rules.append(
+                    {"name": f"{s.name}: allowed {kind}", "effect": "allow", "servers": [s.name],
+                     "when": {kind: listed}}
+                )
+    return {
+        "servers": [{"name": s.name, "path_prefix": f"/{s.name}/mcp"} for s in servers],
+        "rules": rules,
+    }
+
+
 def _edit_filter_configs(doc: dict, edit) -> None:
     for cfg in wasm_filters(doc):
         conf = cfg.get("configuration")
@@ -228,12 +264,14 @@ def render(
     servers: dict[str, tuple[str, int]],
     protected: list[dict],
     sidecar: tuple[str, int],
+    policy_config: dict | None = None,
     admin_port: int | None = None,
     cluster_type: str = "STATIC",
 ) -> dict:
     """gateway.yaml adapted: listener, public origin, the given servers only, their addresses.
 
-    `protected` replaces the `resources` list of every filter configuration that has one.
+    `protected` replaces the `resources` list of every filter configuration that has one, and
+    `policy_config` the `servers` and `rules` of the policy filter's.
     """
     doc = copy.deepcopy(doc)
     listener = doc["static_resources"]["listeners"][0]
@@ -285,6 +323,8 @@ def render(
         conf = json.loads(json.dumps(conf).replace(LOCAL_ORIGIN, public_url))
         if "resources" in conf:
             conf["resources"] = protected
+        if policy_config is not None and "rules" in conf:
+            conf.update(policy_config)
         return conf
 
     _edit_filter_configs(doc, edit)
@@ -303,6 +343,7 @@ def render_k8s(doc: dict, cfg: Config) -> dict:
         doc,
         public_url=cfg.k8s_public_url,
         protected=resources(cfg.k8s_public_url, cfg.enabled_servers()),
+        policy_config=policy(cfg.enabled_servers()),
         listen=("0.0.0.0", 8080),
         servers={n: (f"bridge-{n}.{NAMESPACE}.svc.cluster.local", BRIDGE_PORT_K8S) for n in names},
         sidecar=(f"sidecar.{NAMESPACE}.svc.cluster.local", SIDECAR_PORT),

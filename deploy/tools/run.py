@@ -2,8 +2,9 @@
 
 Starts, in order, Redis, the local OpenID provider (tests/oidc, unless mcpgw.toml says GitHub),
 the sidecar, one bridge per enabled MCP server and Envoy with the mcpgw filters (envoy/gateway.yaml
-rendered for mcpgw.toml). Only Envoy's port is fixed (mcpgw.toml [gateway] port); everything
-else listens on a free loopback port. Each process runs in its own process group with a
+rendered for mcpgw.toml). Envoy, the sidecar and the bridges listen on the loopback ports
+mcpgw.toml's [gateway] names (0: any free port); Redis and the OpenID provider on free ones.
+Once everything is up it writes <state_dir>/stack.json (addresses and process ids). Each process runs in its own process group with a
 parent-death signal, and its output goes to <state_dir>/<name>.log.
 
 Ctrl-C (SIGINT), SIGTERM or any process exiting stops everything: SIGTERM to each process group
@@ -25,7 +26,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -133,21 +133,67 @@ def _signal_group(proc: subprocess.Popen, sig: int) -> None:
         pass
 
 
-def http_ok(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as r:
-            return 200 <= r.status < 300
-    except OSError:
-        return False
+def toml_text(table: dict, prefix: str = "") -> str:
+    """A TOML document for `table`: scalars and lists of scalars as `key = value` (JSON's string,
+    number, boolean and array spellings are TOML's too), dicts as tables, lists of dicts as
+    arrays of tables."""
+    plain = {k: v for k, v in table.items() if not _is_table(v)}
+    lines = [f"{k} = {json.dumps(v)}" for k, v in plain.items() if v is not None]
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            lines.append(f"\n[{name}]")
+            lines.append(toml_text(value, f"{name}.").rstrip("\n"))
+        elif _is_table(value):
+            for item in value:
+                lines.append(f"\n[[{name}]]")
+                lines.append(toml_text(item, f"{name}.").rstrip("\n"))
+    return "\n".join(line for line in lines if line) + "\n"
 
 
-def sidecar_config(cfg: render.Config, redis_port: int, oidc_issuer: str | None, path: Path) -> None:
-    """The sidecar's configuration for this run (its format: sidecar/README section)."""
-    lines = [
-        f'issuer = "{cfg.public_url}"',
-        f'redis_url = "redis://127.0.0.1:{redis_port}"',
-    ]
-    path.write_text("\n".join(lines) + "\n")
+def _is_table(value) -> bool:
+    return isinstance(value, dict) or (
+        isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+    )
+
+
+# The local OpenID provider's client for the sidecar (tests/oidc/server.mjs reads the same
+# variables; a development-only secret on loopback).
+OIDC_CLIENT_ID = "mcpgw"
+OIDC_CLIENT_SECRET = "mcpgw-dev-secret"
+
+
+def sidecar_config(cfg: render.Config, listen: int, redis_port: int, oidc_issuer: str | None) -> dict:
+    """The sidecar's configuration for this run (its format: sidecar/src/config.rs, README)."""
+    if oidc_issuer:
+        upstream = {"kind": "oidc", "issuer": oidc_issuer, "client_id": OIDC_CLIENT_ID,
+                    "scopes": ["openid", "profile", "email", "groups"]}
+    else:
+        # The id and secret come from the environment (MCPGW_UPSTREAM_CLIENT_*), never a file.
+        upstream = {"kind": "github"}
+    allow = (
+        {"users": cfg.allowed_users, "orgs": cfg.allowed_orgs}
+        if cfg.allowed_users or cfg.allowed_orgs
+        else {"everyone": True}
+    )
+    return {
+        "issuer": cfg.public_url,
+        "listen": f"127.0.0.1:{listen}",
+        "redis_url": f"redis://127.0.0.1:{redis_port}",
+        "log_format": "text",
+        "upstream": upstream,
+        "allow": allow,
+        "resources": render.resources(cfg.public_url, cfg.enabled_servers()),
+    }
+
+
+def sidecar_env(cfg: render.Config) -> dict[str, str]:
+    if cfg.upstream == "oidc":
+        return {"MCPGW_UPSTREAM_CLIENT_SECRET": OIDC_CLIENT_SECRET}
+    return {
+        "MCPGW_UPSTREAM_CLIENT_ID": os.environ["GITHUB_CLIENT_ID"],
+        "MCPGW_UPSTREAM_CLIENT_SECRET": os.environ["GITHUB_CLIENT_SECRET"],
+    }
 
 
 def main(argv: list[str]) -> int:
@@ -194,8 +240,16 @@ def main(argv: list[str]) -> int:
         print("==> everything stopped", flush=True)
 
 
+def port_or_free(port: int) -> int:
+    return port or free_port()
+
+
 def run(cfg: render.Config, sup: Supervisor, bin_dir: Path) -> None:
     state = cfg.state_dir
+    for port in (cfg.sidecar_port, *bridge_ports(cfg).values()):
+        if port and port_open(port):
+            raise Stop(f"port {port} is in use: stop what listens there or set [gateway] "
+                       f"sidecar_port / bridge_ports_from in {cfg.path} (0: any free port)")
     redis_port = free_port()
     redis = sup.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
                                 "--save", "", "--appendonly", "no", "--dir", str(state)])
@@ -205,34 +259,63 @@ def run(cfg: render.Config, sup: Supervisor, bin_dir: Path) -> None:
     if cfg.upstream == "oidc":
         oidc_port = free_port()
         oidc_issuer = f"http://127.0.0.1:{oidc_port}"
-        oidc = sup.start("oidc", ["node", "tests/oidc/server.mjs"], {"PORT": str(oidc_port)})
+        oidc = sup.start("oidc", ["node", "tests/oidc/server.mjs"], {
+            "PORT": str(oidc_port),
+            "OIDC_CLIENT_ID": OIDC_CLIENT_ID,
+            "OIDC_CLIENT_SECRET": OIDC_CLIENT_SECRET,
+            "OIDC_REDIRECT_URIS": f"{cfg.public_url}/oauth/callback",
+        })
         sup.wait_port(oidc, oidc_port)
 
-    sidecar_port = free_port()
+    sidecar_port = port_or_free(cfg.sidecar_port)
     sidecar_toml = state / "sidecar.toml"
-    sidecar_config(cfg, redis_port, oidc_issuer, sidecar_toml)
-    sidecar = sup.start("sidecar", [str(bin_dir / "mcpgw-sidecar"), "--config", str(sidecar_toml),
-                                    "--listen", f"127.0.0.1:{sidecar_port}"])
+    sidecar_toml.write_text(toml_text(sidecar_config(cfg, sidecar_port, redis_port, oidc_issuer)))
+    sidecar = sup.start("sidecar", [str(bin_dir / "mcpgw-sidecar"), "--config", str(sidecar_toml)],
+                        sidecar_env(cfg))
     sup.wait_port(sidecar, sidecar_port)
 
     bridges: dict[str, tuple[str, int]] = {}
-    for server in cfg.enabled_servers():
-        port = free_port()
-        child = sup.start(f"bridge-{server.name}", [str(bin_dir / "mcpgw-bridge"), "--listen",
-                                                    f"127.0.0.1:{port}", "--", *server.command],
-                          {"MEMORY_FILE_PATH": str(state / f"{server.name}-memory.jsonl")})
+    for name, wanted in bridge_ports(cfg).items():
+        server = next(s for s in cfg.servers if s.name == name)
+        port = port_or_free(wanted)
+        child = sup.start(f"bridge-{name}", [str(bin_dir / "mcpgw-bridge"), "--listen",
+                                             f"127.0.0.1:{port}", "--", *server.command],
+                          {"MEMORY_FILE_PATH": str(state / f"{name}-memory.jsonl")})
         sup.wait_port(child, port)
-        bridges[server.name] = ("127.0.0.1", port)
+        bridges[name] = ("127.0.0.1", port)
 
     envoy_yaml = state / "envoy.yaml"
     doc = render.render(render.load_gateway(), public_url=cfg.public_url, listen=("127.0.0.1", cfg.port),
                         servers=bridges, protected=render.resources(cfg.public_url, cfg.enabled_servers()),
+                        policy_config=render.policy(cfg.enabled_servers()),
                         sidecar=("127.0.0.1", sidecar_port), admin_port=free_port())
     envoy_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
     envoy = sup.start("envoy", [str(ROOT / ".venv/bin/envoy"), "-c", str(envoy_yaml),
                                 "--use-dynamic-base-id", "--log-level", "warn"])
     sup.wait_port(envoy, cfg.port)
+    # Written last: its presence says everything is up (tests wait for it).
+    stack = {
+        "public_url": cfg.public_url,
+        "sidecar": f"http://127.0.0.1:{sidecar_port}",
+        "redis": f"redis://127.0.0.1:{redis_port}",
+        "oidc_issuer": oidc_issuer,
+        "bridges": {name: f"http://{host}:{port}" for name, (host, port) in bridges.items()},
+        "pids": {c.name: c.proc.pid for c in sup.children},
+    }
+    tmp = state / "stack.json.tmp"
+    tmp.write_text(json.dumps(stack, indent=2) + "\n")
+    tmp.rename(state / "stack.json")
     banner(cfg, oidc_issuer)
+
+
+def bridge_ports(cfg: render.Config) -> dict[str, int]:
+    """Each enabled server's bridge port: bridge_ports_from + its index among all [servers.*]
+    tables (so disabling one moves no other), or 0 (any free port)."""
+    return {
+        s.name: cfg.bridge_ports_from + i if cfg.bridge_ports_from else 0
+        for i, s in enumerate(cfg.servers)
+        if s.enabled
+    }
 
 
 def banner(cfg: render.Config, oidc_issuer: str | None) -> None:

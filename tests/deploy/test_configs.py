@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "deploy" / "tools"))
 
 import render  # noqa: E402
+import run  # noqa: E402
 
 VENV = ROOT / ".venv" / "bin"
 OVERLAYS = sorted(p.name for p in (ROOT / "deploy/k8s/overlays").iterdir() if p.is_dir())
@@ -316,6 +317,8 @@ def test_shipped_mcpgw_toml_is_valid():
         ('[login]\nupstream = "gitlab"\n[servers.a]\ncommand = ["x"]\n', "login.upstream"),
         ('[servers.a]\nenabled = false\ncommand = ["x"]\n', "enable at least one"),
         ('[servers.a]\nenabled = true\n', "servers.a.command: missing"),
+        ('[gateway]\nsidecar_port = 70000\n[servers.a]\ncommand = ["x"]\n', "gateway.sidecar_port"),
+        ('[servers.a]\ncommand = ["x"]\nallow_groups = "eng"\n', "servers.a.allow_groups: must be a list"),
         ("[servers.a\n", "mcpgw.toml"),
     ],
 )
@@ -324,3 +327,33 @@ def test_bad_mcpgw_toml_is_refused_with_the_key_path(tmp_path, text, problem):
     path.write_text(text)
     with pytest.raises(render.ConfigError, match=re.escape(problem)):
         render.load_config(path)
+
+
+def test_make_run_sidecar_configuration_is_toml_with_the_shared_resources():
+    import tomllib
+
+    cfg = render.load_config(ROOT / "mcpgw.toml")
+    conf = run.sidecar_config(cfg, 8090, 6379, "http://127.0.0.1:9090")
+    assert tomllib.loads(run.toml_text(conf)) == conf
+    assert conf["resources"] == render.resources(cfg.public_url, cfg.enabled_servers())
+    assert "client_secret" not in conf["upstream"], "secrets go through the environment"
+
+
+def test_policy_lets_every_user_in_unless_a_server_lists_users_or_groups(tmp_path):
+    path = tmp_path / "mcpgw.toml"
+    path.write_text(
+        '[servers.open]\ncommand = ["x"]\n'
+        '[servers.team]\ncommand = ["x"]\nallow_users = ["bob"]\nallow_groups = ["sales"]\n'
+        '[servers.off]\nenabled = false\ncommand = ["x"]\n'
+    )
+    cfg = render.load_config(path)
+    conf = render.policy(cfg.enabled_servers())
+    assert [s["name"] for s in conf["servers"]] == ["open", "team"]
+    rules = {(tuple(r["servers"]), json.dumps(r.get("when"), sort_keys=True)) for r in conf["rules"]}
+    assert rules == {
+        (("open",), "null"),
+        (("team",), json.dumps({"users": ["bob"]})),
+        (("team",), json.dumps({"groups": ["sales"]})),
+    }
+    assert all(r["effect"] == "allow" for r in conf["rules"])
+    assert run.bridge_ports(cfg) == {"open": 8101, "team": 8102}
