@@ -579,12 +579,6 @@ async fn get_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap) -> Response {
     }
     match session.open_get() {
         Ok(rx) => sse_response(Vec::new(), Some(rx)),
-        Err(StreamError::Conflict) => rpc_error(
-            StatusCode::CONFLICT,
-            Value::Null,
-            INVALID_REQUEST,
-            "a GET stream is already open for this session",
-        ),
         Err(_) => rpc_error(
             StatusCode::NOT_FOUND,
             Value::Null,

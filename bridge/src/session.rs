@@ -27,9 +27,6 @@ pub enum StreamError {
     /// The id is not one this bridge hands out.
     #[error("malformed Last-Event-ID")]
     BadEventId,
-    /// A GET stream is already open for this session.
-    #[error("a GET stream is already open for this session")]
-    Conflict,
     /// The session is closed.
     #[error("session closed")]
     Closed,
@@ -128,15 +125,14 @@ impl Session {
         (n, rx)
     }
 
-    /// Attaches the GET stream; only one at a time.
+    /// Attaches the GET stream. A new GET replaces the previous one (which ends): a client whose
+    /// connection died unnoticed must be able to reconnect at once, not get 409 until the bridge
+    /// next writes to the dead connection.
     pub fn open_get(&self) -> Result<mpsc::Receiver<Bytes>, StreamError> {
         let (tx, rx) = mpsc::channel(CONN_BUFFER);
         let mut s = lock(&self.streams);
         if s.closed {
             return Err(StreamError::Closed);
-        }
-        if s.conns.get(&GET_STREAM).is_some_and(|c| !c.is_closed()) {
-            return Err(StreamError::Conflict);
         }
         s.conns.insert(GET_STREAM, tx);
         Ok(rx)
@@ -213,11 +209,13 @@ impl Session {
         }
     }
 
-    /// Ends every stream; later requests find no session.
+    /// Ends the GET stream; later requests find no session. POST streams stay attached: each
+    /// still gets its request's final message (the response, or the error the child's death or
+    /// the timeout produces) and then ends by itself.
     pub fn close(&self) {
         let mut s = lock(&self.streams);
         s.closed = true;
-        s.conns.clear();
+        s.conns.remove(&GET_STREAM);
         s.open.clear();
     }
 
