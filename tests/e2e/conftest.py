@@ -1,0 +1,130 @@
+"""Fixtures of the full-stack tests: one `make run` stack for the whole session (deploy/tools/run.py
+with the test's configuration), the test users of tests/oidc, and an MCP client that logs in as
+one of them through the official MCP Python SDK's OAuth provider.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx2
+import pytest
+from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import stack as stack_mod  # noqa: E402
+from login import Browser  # noqa: E402
+
+USERS = json.loads((stack_mod.ROOT / "tests/oidc/users.json").read_text())
+# The client's redirect URI: loopback, never listened on (the browser stops at the redirect).
+REDIRECT_URI = "http://127.0.0.1:1/callback"
+
+# The stack of these tests: three servers as `make run` ships them; `time` only for the sales
+# group (the policy filter), so alice (engineering) gets a token for it and is still refused.
+SERVERS = """
+[servers.everything]
+command = ["node_modules/.bin/mcp-server-everything"]
+
+[servers.memory]
+command = ["node_modules/.bin/mcp-server-memory"]
+
+[servers.time]
+command = [".venv/bin/mcp-server-time"]
+allow_groups = ["sales"]
+"""
+
+
+def user(login: str) -> dict:
+    return next(u for u in USERS if u["login"] == login)
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory):
+    missing = stack_mod.missing_binaries()
+    assert not missing, (
+        f"{missing} not built in {stack_mod.bin_dir()}: run `make run-build` (or set MCPGW_BIN_DIR)"
+    )
+    running = stack_mod.start(tmp_path_factory.mktemp("make-run"), SERVERS)
+    yield running
+    running.stop()
+
+
+class Memory:
+    """The SDK's TokenStorage, in memory: what a client would keep on disk."""
+
+    def __init__(self) -> None:
+        self.tokens: OAuthToken | None = None
+        self.client_info: OAuthClientInformationFull | None = None
+
+    async def get_tokens(self):
+        return self.tokens
+
+    async def set_tokens(self, tokens):
+        self.tokens = tokens
+
+    async def get_client_info(self):
+        return self.client_info
+
+    async def set_client_info(self, client_info):
+        self.client_info = client_info
+
+
+@dataclass
+class McpUser:
+    """One person's MCP client for one server: the SDK's OAuth provider, its storage, the
+    person's browser, and every request the client's HTTP stack made (method, path, status)."""
+
+    url: str
+    browser: Browser
+    storage: Memory = field(default_factory=Memory)
+    trail: list[tuple[str, str, int]] = field(default_factory=list)
+    provider: OAuthClientProvider | None = None
+
+    def __post_init__(self) -> None:
+        redirected = {}
+
+        async def redirect_handler(authorization_url: str) -> None:
+            redirected["to"] = await self.browser.authorize(authorization_url, REDIRECT_URI)
+
+        async def callback_handler() -> AuthorizationCodeResult:
+            r = redirected.pop("to")
+            assert r.error is None and r.code, f"authorization failed: {r.url.split('?')[0]} error={r.error}"
+            return AuthorizationCodeResult(code=r.code, state=r.state, iss=r.iss)
+
+        self.provider = OAuthClientProvider(
+            server_url=self.url,
+            client_metadata=OAuthClientMetadata(
+                client_name="mcpgw full-stack test",
+                redirect_uris=[REDIRECT_URI],
+                grant_types=["authorization_code", "refresh_token"],
+                response_types=["code"],
+            ),
+            storage=self.storage,
+            redirect_handler=redirect_handler,
+            callback_handler=callback_handler,
+        )
+
+    def http(self) -> httpx2.AsyncClient:
+        """An HTTP client with the SDK's OAuth provider that records every exchange."""
+
+        async def record(response: httpx2.Response) -> None:
+            self.trail.append((response.request.method, response.request.url.path, response.status_code))
+
+        return httpx2.AsyncClient(auth=self.provider, timeout=60, event_hooks={"response": [record]})
+
+    @property
+    def access_token(self) -> str:
+        assert self.storage.tokens, "no token yet"
+        return self.storage.tokens.access_token
+
+
+def claims(jwt: str) -> dict:
+    """A JWT's payload, unverified (the gateway verifies; tests look at what was minted)."""
+    payload = jwt.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
