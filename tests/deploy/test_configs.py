@@ -252,9 +252,12 @@ def test_traefik_routers_have_the_seeds_priorities_and_resolve():
         router = routers[f"mcp-{server.name}"]
         assert router["priority"] == 2
         assert router["rule"] == f"Path(`/{server.name}/mcp`)"
-        # Authentication first, while X-Forwarded-Uri still carries the public path.
-        assert router["middlewares"][0] == "mcpgw-auth"
-        strip = http["middlewares"][router["middlewares"][1]]["stripPrefix"]["prefixes"]
+        # Authentication first, while X-Forwarded-Uri still carries the public path; then the
+        # token is dropped (no passthrough) and the prefix stripped.
+        assert router["middlewares"][:2] == ["mcpgw-auth", "drop-authorization"]
+        drop = http["middlewares"]["drop-authorization"]["headers"]["customRequestHeaders"]
+        assert drop == {"Authorization": ""}
+        strip = http["middlewares"][router["middlewares"][2]]["stripPrefix"]["prefixes"]
         assert strip == [f"/{server.name}"]
     for name, router in routers.items():
         assert router["service"] in http["services"], name
