@@ -2,7 +2,7 @@
 //! prompts and resources in it. Deny by default; allow and deny rules over the caller's identity
 //! (as the JWT filter established it) and the request (server, method, name); a deny rule that
 //! matches always wins; optional CEL conditions for what the fields cannot say
-//! (docs/adr/0002-policy-expression-language.md says why CEL).
+//! (filters/policy/README.md says why CEL, with the measurements).
 //!
 //! Configuration goes `RawPolicy` (serde, JSON) → [`Policy`] (validated, compiled) and
 //! [`Policy::evaluate`] decides. Parsing bodies and headers is [`crate::mcp`]'s job.
@@ -655,6 +655,19 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    fn refuse_unparsable(self, e: &mcp::ParseError) -> Self {
+        let why = if e.http_status() == 413 {
+            Refusal::TooLarge
+        } else {
+            Refusal::Invalid
+        };
+        self.refuse(
+            why,
+            e.http_status(),
+            &mcp::error_response(None, e.rpc_code(), &e.to_string()),
+        )
+    }
+
     fn refuse(mut self, why: Refusal, status: u32, body: &Value) -> Self {
         self.refusal = Some((why, status, body.to_string().into_bytes()));
         self
@@ -666,32 +679,13 @@ impl Policy {
     /// (one denied member refuses the batch, each member with an `id` gets an error).
     pub fn authorize(&self, req: &HttpRequest<'_>) -> Outcome {
         let bodiless = !req.http_method.eq_ignore_ascii_case("POST");
-        let mut out = Outcome {
-            server: self.server_for(req.host, req.path).map(str::to_owned),
-            method: format!("http:{}", req.http_method.to_ascii_uppercase()),
-            name: None,
-            rule: None,
-            refusal: None,
-            pending_lists: Vec::new(),
-        };
+        let mut out = self.outcome_for(req.host, req.path, req.http_method);
         let body = if bodiless {
             None
         } else {
             match mcp::parse_body(req.body, &self.limits) {
                 Ok(b) => Some(b),
-                Err(e) => {
-                    let why = if e.http_status() == 413 {
-                        Refusal::TooLarge
-                    } else {
-                        Refusal::Invalid
-                    };
-                    let status = e.http_status();
-                    return out.refuse(
-                        why,
-                        status,
-                        &mcp::error_response(None, e.rpc_code(), &e.to_string()),
-                    );
-                }
+                Err(e) => return out.refuse_unparsable(&e),
             }
         };
         if let Some(first) = body.as_ref().and_then(|b| b.messages().first()) {
@@ -798,6 +792,24 @@ impl Policy {
         out
     }
 
+    /// Refuses a request whose declared body size (`Content-Length`) is over the limit, before
+    /// its body is read (413).
+    pub fn refuse_oversized(&self, host: &str, path: &str, http_method: &str) -> Outcome {
+        self.outcome_for(host, path, http_method)
+            .refuse_unparsable(&mcp::ParseError::TooLarge(self.limits.max_body_bytes))
+    }
+
+    fn outcome_for(&self, host: &str, path: &str, http_method: &str) -> Outcome {
+        Outcome {
+            server: self.server_for(host, path).map(str::to_owned),
+            method: format!("http:{}", http_method.to_ascii_uppercase()),
+            name: None,
+            rule: None,
+            refusal: None,
+            pending_lists: Vec::new(),
+        }
+    }
+
     /// Whether a caller may see one `*/list` entry: the same question as calling it.
     pub fn may_see(&self, caller: &Caller, server: &str, kind: ListKind, name: &str) -> bool {
         self.evaluate(&Request {
@@ -810,6 +822,10 @@ impl Policy {
         .allowed
     }
 }
+
+/// The request header the filter sets to the matched server's name, for Envoy's router (one
+/// Envoy can route many MCP servers by it) and for the upstream.
+pub const SERVER_HEADER: &str = "x-mcpgw-server";
 
 /// The error message of a denial: it names nothing (not the rule, not what would be allowed).
 pub const FORBIDDEN_MESSAGE: &str = "forbidden by policy";

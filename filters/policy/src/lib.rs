@@ -1,0 +1,408 @@
+//! The policy filter: a thin proxy-wasm shell over `mcpgw_core::policy`. It runs after the JWT
+//! filter and trusts the `x-mcpgw-*` identity headers that filter set.
+//!
+//! - [`PolicyRoot`] (one per VM, i.e. per Envoy worker) validates the plugin configuration (the
+//!   policy JSON, README "Policy") in `on_configure`: a bad one makes Envoy reject the filter.
+//! - [`PolicyFilter`] (one per request) buffers the JSON-RPC request body (up to
+//!   `limits.max_body_bytes`, 413 beyond), asks core for the decision and acts on it: a refusal
+//!   becomes a local JSON-RPC error response (403 / 400 / 413), an allowed request gets the
+//!   matched server's name in `x-mcpgw-server` for the router. Responses to `tools/list`,
+//!   `prompts/list` and `resources/list` are buffered and rewritten (JSON or SSE) so the caller
+//!   sees only the entries it may call; one that cannot be filtered is refused (fail closed).
+//! - Every decision is counted in Envoy stats (`wasmcustom.mcpgw_policy.<outcome>.<server>.
+//!   <method>`) and written to filter state for the access log
+//!   (`%FILTER_STATE(wasm.mcpgw_policy.decision:PLAIN)%`, `…server`, `…method`, `…name`, `…rule`).
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+use mcpgw_core::mcp::{self, ListKind, McpHeaders, PendingList};
+use mcpgw_core::policy::{Caller, HttpRequest, Outcome, Policy, SERVER_HEADER};
+use proxy_wasm::hostcalls;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
+
+proxy_wasm::main! {{
+    proxy_wasm::set_log_level(LogLevel::Info);
+    std::panic::set_hook(Box::new(|info| {
+        let _ = hostcalls::log(LogLevel::Critical, &format!("mcpgw policy filter panicked: {info}"));
+    }));
+    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
+        Box::new(PolicyRoot { context_id, worker: None })
+    });
+}}
+
+/// The stat name prefix (Envoy adds `wasmcustom.`).
+const STAT_PREFIX: &str = "mcpgw_policy";
+/// The filter-state prefix of the access-log properties (Envoy adds `wasm.`).
+const PROPERTY_PREFIX: &str = "mcpgw_policy";
+
+/// Per-VM state shared by the root context and the request contexts.
+#[derive(Debug)]
+struct Worker {
+    policy: Policy,
+    /// Counter ids by name, defined on first use.
+    counters: RefCell<HashMap<String, u32>>,
+}
+
+impl Worker {
+    fn count(&self, name: String, by: usize) {
+        let mut counters = self.counters.borrow_mut();
+        let id = match counters.get(&name) {
+            Some(id) => *id,
+            None => match hostcalls::define_metric(MetricType::Counter, &name) {
+                Ok(id) => *counters.entry(name).or_insert(id),
+                Err(e) => {
+                    log::warn!("cannot define the counter {name}: {e:?}");
+                    return;
+                }
+            },
+        };
+        let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+    }
+}
+
+/// The stat segment for a method. Methods come from clients: only the ones MCP defines get a
+/// counter of their own, so a client cannot create stats without bound.
+fn stat_method(method: &str) -> &'static str {
+    const KNOWN: &[(&str, &str)] = &[
+        ("initialize", "initialize"),
+        ("ping", "ping"),
+        ("tools/list", "tools_list"),
+        ("tools/call", "tools_call"),
+        ("prompts/list", "prompts_list"),
+        ("prompts/get", "prompts_get"),
+        ("resources/list", "resources_list"),
+        ("resources/templates/list", "resources_templates_list"),
+        ("resources/read", "resources_read"),
+        ("resources/subscribe", "resources_subscribe"),
+        ("resources/unsubscribe", "resources_unsubscribe"),
+        ("completion/complete", "completion_complete"),
+        ("logging/setLevel", "logging_setLevel"),
+        ("server/discover", "server_discover"),
+        ("subscriptions/listen", "subscriptions_listen"),
+        ("response", "response"),
+        ("http:GET", "http_get"),
+        ("http:DELETE", "http_delete"),
+    ];
+    if method.starts_with("notifications/") {
+        return "notifications";
+    }
+    KNOWN
+        .iter()
+        .find(|(m, _)| *m == method)
+        .map_or("other", |(_, s)| s)
+}
+
+/// The stat segment for a server name (dots would split Envoy's tag extraction).
+fn stat_server(server: Option<&str>) -> String {
+    server.map_or_else(|| "none".to_owned(), |s| s.replace('.', "_"))
+}
+
+/// The per-VM root context.
+#[derive(Debug)]
+pub struct PolicyRoot {
+    context_id: u32,
+    worker: Option<Rc<Worker>>,
+}
+
+impl Context for PolicyRoot {}
+
+impl RootContext for PolicyRoot {
+    fn on_configure(&mut self, _: usize) -> bool {
+        let bytes = self.get_plugin_configuration().unwrap_or_default();
+        match Policy::from_json(&bytes) {
+            Ok(policy) => {
+                log::info!(
+                    "#{} mcpgw policy filter: {} rule(s) loaded",
+                    self.context_id,
+                    policy.rule_count()
+                );
+                self.worker = Some(Rc::new(Worker {
+                    policy,
+                    counters: RefCell::default(),
+                }));
+                true
+            }
+            Err(e) => {
+                log::error!("#{} mcpgw policy filter: {e}", self.context_id);
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let worker = self.worker.clone()?;
+        Some(Box::new(PolicyFilter {
+            context_id,
+            worker,
+            request: None,
+            server: None,
+            pending_lists: Vec::new(),
+            response: None,
+        }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+/// What the request headers said, kept until the body is in.
+#[derive(Debug)]
+struct RequestHead {
+    host: String,
+    path: String,
+    method: String,
+    mcp: McpHeaders,
+    caller: Caller,
+}
+
+/// How a `*/list` response body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    Json,
+    Sse,
+}
+
+/// The per-request context.
+#[derive(Debug)]
+pub struct PolicyFilter {
+    context_id: u32,
+    worker: Rc<Worker>,
+    request: Option<RequestHead>,
+    /// The matched server of an allowed request.
+    server: Option<String>,
+    /// `*/list` requests whose responses are filtered.
+    pending_lists: Vec<PendingList>,
+    /// The framing of a response being filtered.
+    response: Option<Framing>,
+}
+
+impl PolicyFilter {
+    fn send_json(&self, status: u32, body: &[u8]) {
+        self.send_http_response(
+            status,
+            vec![
+                ("content-type", "application/json"),
+                ("cache-control", "no-store"),
+            ],
+            Some(body),
+        );
+    }
+
+    fn record(&self, decision: &str, out: &Outcome) {
+        let props = [
+            ("decision", Some(decision)),
+            ("server", out.server.as_deref()),
+            ("method", Some(out.method.as_str())),
+            ("name", out.name.as_deref()),
+            ("rule", out.rule.as_deref()),
+        ];
+        for (key, value) in props {
+            if let Some(v) = value {
+                let path = format!("{PROPERTY_PREFIX}.{key}");
+                self.set_property(vec![&path], Some(v.as_bytes()));
+            }
+        }
+        self.worker.count(
+            format!(
+                "{STAT_PREFIX}.{decision}.{}.{}",
+                stat_server(out.server.as_deref()),
+                stat_method(&out.method)
+            ),
+            1,
+        );
+    }
+
+    /// Decides and acts; `true` lets the request through.
+    fn decide(&mut self, body: &[u8]) -> bool {
+        let Some(head) = self.request.take() else {
+            return true;
+        };
+        let out = self.worker.policy.authorize(&HttpRequest {
+            host: &head.host,
+            path: &head.path,
+            http_method: &head.method,
+            mcp: &head.mcp,
+            caller: &head.caller,
+            body,
+        });
+        self.act(out, head)
+    }
+
+    fn act(&mut self, out: Outcome, head: RequestHead) -> bool {
+        if let Some((why, status, body)) = &out.refusal {
+            self.record(why.as_str(), &out);
+            log::debug!(
+                "#{} refuse {} sub={} server={} method={} rule={}",
+                self.context_id,
+                why.as_str(),
+                head.caller.subject.as_deref().unwrap_or("-"),
+                out.server.as_deref().unwrap_or("-"),
+                out.method,
+                out.rule.as_deref().unwrap_or("-"),
+            );
+            self.send_json(*status, body);
+            return false;
+        }
+        self.record("allowed", &out);
+        if let Some(server) = &out.server {
+            self.set_http_request_header(SERVER_HEADER, Some(server));
+        }
+        if !out.pending_lists.is_empty() {
+            // A compressed list could not be filtered; ask the upstream for identity encoding.
+            self.set_http_request_header("accept-encoding", None);
+        }
+        self.server = out.server;
+        self.pending_lists = out.pending_lists;
+        self.request = Some(head);
+        true
+    }
+
+    /// Rewrites a buffered list response; `None` when it cannot be filtered.
+    fn filter_lists(&self, framing: Framing, body: &[u8]) -> Option<(Vec<u8>, usize)> {
+        let caller = &self.request.as_ref()?.caller;
+        let server = self.server.as_deref()?;
+        let policy = &self.worker.policy;
+        let mut keep = |kind: ListKind, name: &str| policy.may_see(caller, server, kind, name);
+        let filtered = match framing {
+            Framing::Json => mcp::filter_json_response(body, &self.pending_lists, &mut keep),
+            Framing::Sse => mcp::filter_sse_response(body, &self.pending_lists, &mut keep),
+        };
+        filtered.ok()
+    }
+
+    fn refuse_response(&self, message: &str) {
+        log::warn!("#{} {message}; refusing the response", self.context_id);
+        let body = mcp::error_response(None, mcp::INTERNAL_ERROR, message).to_string();
+        self.send_json(502, body.as_bytes());
+    }
+}
+
+impl Context for PolicyFilter {}
+
+impl HttpContext for PolicyFilter {
+    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        let header = |name: &str| self.get_http_request_header(name);
+        let head = RequestHead {
+            host: header(":authority").unwrap_or_default(),
+            path: header(":path").unwrap_or_default(),
+            method: header(":method").unwrap_or_default(),
+            mcp: McpHeaders {
+                protocol_version: header("mcp-protocol-version"),
+                method: header("mcp-method"),
+                name: header("mcp-name"),
+            },
+            caller: Caller::from_headers(|h| self.get_http_request_header(h)),
+        };
+        let is_post = head.method.eq_ignore_ascii_case("POST");
+        let declared = header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
+        if is_post && declared.is_some_and(|n| n > self.worker.policy.limits.max_body_bytes) {
+            let out = self
+                .worker
+                .policy
+                .refuse_oversized(&head.host, &head.path, &head.method);
+            self.act(out, head);
+            return Action::Pause;
+        }
+        self.request = Some(head);
+        if is_post && !end_of_stream {
+            // Wait for the body: the decision needs the JSON-RPC message.
+            return Action::Pause;
+        }
+        if self.decide(&[]) {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
+    }
+
+    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.request.is_none() {
+            return Action::Continue;
+        }
+        let limits = self.worker.policy.limits;
+        if body_size > limits.max_body_bytes {
+            let Some(head) = self.request.take() else {
+                return Action::Continue;
+            };
+            let out = self
+                .worker
+                .policy
+                .refuse_oversized(&head.host, &head.path, &head.method);
+            self.act(out, head);
+            return Action::Pause;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        if self.decide(&body) {
+            Action::Continue
+        } else {
+            Action::Pause
+        }
+    }
+
+    fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+        if self.pending_lists.is_empty() || end_of_stream {
+            return Action::Continue;
+        }
+        let content_type = self
+            .get_http_response_header("content-type")
+            .unwrap_or_default();
+        let media = content_type
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_ascii_lowercase();
+        self.response = match media.as_str() {
+            "application/json" => Some(Framing::Json),
+            "text/event-stream" => Some(Framing::Sse),
+            _ => None,
+        };
+        if self.response.is_none() {
+            return Action::Continue;
+        }
+        // The body changes size; hold the headers until it is rewritten.
+        self.set_http_response_header("content-length", None);
+        Action::Pause
+    }
+
+    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        let Some(framing) = self.response else {
+            return Action::Continue;
+        };
+        if body_size > self.worker.policy.max_response_bytes {
+            self.response = None;
+            self.refuse_response("list response is too large to filter");
+            return Action::Pause;
+        }
+        if !end_of_stream {
+            return Action::Pause;
+        }
+        let body = self
+            .get_http_response_body(0, body_size)
+            .unwrap_or_default();
+        match self.filter_lists(framing, &body) {
+            Some((rewritten, hidden)) => {
+                if hidden > 0 {
+                    let server = stat_server(self.server.as_deref());
+                    self.worker.count(
+                        format!("{STAT_PREFIX}.list_entries_hidden.{server}"),
+                        hidden,
+                    );
+                }
+                self.set_http_response_body(0, body_size, &rewritten);
+                Action::Continue
+            }
+            None => {
+                self.refuse_response("list response could not be filtered");
+                Action::Pause
+            }
+        }
+    }
+}

@@ -1,0 +1,17 @@
+# The MCP authorization policy filter (issue 5): filters/policy (the proxy-wasm module),
+# core/src/policy.rs + mcp.rs (the engine), filters/wasmhost (an in-process proxy-wasm host on
+# wasmtime that drives the built module in tests and in the benchmark).
+# Its tests run in `cargo test --workspace` (they load dist/mcpgw_filter_policy.wasm, which
+# `make wasm` builds first); the end-to-end set starts a real Envoy with the JWT filter in front.
+WASM_CRATES   += mcpgw-filter-policy
+BENCH_TARGETS += bench-policy
+
+.PHONY: test-policy bench-policy
+
+test-policy: wasm ## Only the policy tests: engine table, wasmtime host, real Envoy
+	@$(CARGO) test --locked -q -p mcpgw-core --lib policy
+	@$(CARGO) test --locked -q -p mcpgw-wasmhost
+
+bench-policy: wasm ## Policy decision cost: instructions via wasmtime, Envoy req/s and p50 with/without the filter
+	@echo "==> policy filter: module size, decision cost, Envoy overhead (50-rule policy)"
+	@$(CARGO) bench --locked -q -p mcpgw-wasmhost --bench policy
