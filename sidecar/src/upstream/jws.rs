@@ -1,0 +1,105 @@
+//! Signature check of an upstream provider's ID token (a compact JWS) against its JWKS.
+//!
+//! Core's verifier is for our own access tokens (it requires `typ: at+jwt` and access-token
+//! claims); ID tokens are a different token type, so only the key handling ([`KeySet`]) is shared.
+//! The caller checks the claims.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mcpgw_core::jwk::{Algorithm, KeySet, VerifyingKey};
+use serde::Deserialize;
+use sha2::Sha256;
+
+/// Longest ID token accepted.
+const MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+#[derive(Deserialize)]
+struct Header {
+    alg: String,
+    kid: Option<String>,
+    crit: Option<serde_json::Value>,
+}
+
+/// Why a JWS did not verify.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum JwsError {
+    /// Not three base64url parts with a JSON header and payload.
+    #[error("malformed token")]
+    Malformed,
+    /// `alg` is not one we verify (`none` and HMAC never are).
+    #[error("unsupported algorithm `{0}`")]
+    UnsupportedAlgorithm(String),
+    /// The header has `crit`, which we do not understand.
+    #[error("token has critical header parameters")]
+    CriticalHeader,
+    /// No key in the provider's JWKS has the token's `kid`.
+    #[error("no key `{0}` in the provider's JWKS")]
+    UnknownKeyId(String),
+    /// The token has no `kid` (core's key set indexes keys by `kid`).
+    #[error("token header has no `kid`")]
+    MissingKeyId,
+    /// The key cannot verify this algorithm.
+    #[error("key does not match the algorithm")]
+    KeyAlgorithmMismatch,
+    /// The signature is wrong.
+    #[error("bad signature")]
+    BadSignature,
+}
+
+/// Verifies `token`'s signature with the key its header names and returns the decoded payload.
+pub fn verify(token: &str, keys: &KeySet) -> Result<Vec<u8>, JwsError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(JwsError::Malformed);
+    }
+    let (signing_input, signature_b64) = token.rsplit_once('.').ok_or(JwsError::Malformed)?;
+    let (header_b64, payload_b64) = signing_input.split_once('.').ok_or(JwsError::Malformed)?;
+    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).map_err(|_| JwsError::Malformed);
+    let header: Header =
+        serde_json::from_slice(&decode(header_b64)?).map_err(|_| JwsError::Malformed)?;
+    let alg = Algorithm::from_name(&header.alg)
+        .ok_or_else(|| JwsError::UnsupportedAlgorithm(header.alg.clone()))?;
+    if header.crit.is_some() {
+        return Err(JwsError::CriticalHeader);
+    }
+    let kid = header.kid.ok_or(JwsError::MissingKeyId)?;
+    let entry = keys.get(&kid).ok_or(JwsError::UnknownKeyId(kid))?;
+    if !entry.allows(alg) {
+        return Err(JwsError::KeyAlgorithmMismatch);
+    }
+    let signature = decode(signature_b64)?;
+    check(alg, &entry.key, signing_input.as_bytes(), &signature)?;
+    decode(payload_b64)
+}
+
+fn check(
+    alg: Algorithm,
+    key: &VerifyingKey,
+    input: &[u8],
+    signature: &[u8],
+) -> Result<(), JwsError> {
+    use rsa::signature::Verifier;
+    let bad = |_| JwsError::BadSignature;
+    match (alg, key) {
+        (Algorithm::RS256, VerifyingKey::Rsa(k)) => {
+            let sig = rsa::pkcs1v15::Signature::try_from(signature).map_err(bad)?;
+            rsa::pkcs1v15::VerifyingKey::<Sha256>::new(k.clone())
+                .verify(input, &sig)
+                .map_err(bad)
+        }
+        (Algorithm::PS256, VerifyingKey::Rsa(k)) => {
+            let sig = rsa::pss::Signature::try_from(signature).map_err(bad)?;
+            rsa::pss::VerifyingKey::<Sha256>::new(k.clone())
+                .verify(input, &sig)
+                .map_err(bad)
+        }
+        (Algorithm::ES256, VerifyingKey::P256(k)) => {
+            let sig = p256::ecdsa::Signature::from_slice(signature).map_err(bad)?;
+            k.verify(input, &sig).map_err(bad)
+        }
+        (Algorithm::EdDSA, VerifyingKey::Ed25519(k)) => {
+            let sig = ed25519_dalek::Signature::from_slice(signature).map_err(bad)?;
+            k.verify_strict(input, &sig).map_err(bad)
+        }
+        _ => Err(JwsError::KeyAlgorithmMismatch),
+    }
+}
