@@ -40,6 +40,24 @@ allow_groups = ["sales"]
 """
 
 
+# An MCP `initialize` request and the headers a streamable-HTTP client sends with it.
+INITIALIZE = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-11-25",
+        "capabilities": {},
+        "clientInfo": {"name": "mcpgw-e2e", "version": "1"},
+    },
+}
+MCP_HEADERS = {
+    "Accept": "application/json, text/event-stream",
+    "Content-Type": "application/json",
+    "MCP-Protocol-Version": "2025-11-25",
+}
+
+
 def user(login: str) -> dict:
     return next(u for u in USERS if u["login"] == login)
 
@@ -128,3 +146,14 @@ def claims(jwt: str) -> dict:
     """A JWT's payload, unverified (the gateway verifies; tests look at what was minted)."""
     payload = jwt.split(".")[1]
     return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+
+def client_auth(info: OAuthClientInformationFull) -> tuple[tuple[str, str] | None, dict[str, str]]:
+    """(basic auth, form fields) authenticating a registered client as it registered (RFC 6749
+    §2.3.1), for /token, /revoke and /introspect."""
+    method = info.token_endpoint_auth_method or "client_secret_basic"
+    if method == "client_secret_basic":
+        return (info.client_id, info.client_secret), {}
+    if method == "client_secret_post":
+        return None, {"client_id": info.client_id, "client_secret": info.client_secret}
+    return None, {"client_id": info.client_id}

@@ -15,26 +15,14 @@ import time
 import anyio
 import httpx
 import pytest
-from conftest import McpUser, claims, user
+from conftest import INITIALIZE, MCP_HEADERS, McpUser, claims, client_auth, user
 from login import Browser
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
-INITIALIZE = {
-    "jsonrpc": "2.0",
-    "id": 1,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-11-25",
-        "capabilities": {},
-        "clientInfo": {"name": "mcpgw-e2e", "version": "1"},
-    },
-}
 # Until the sidecar (issue 3) and the policy filter (issue 5) are in main, the stack cannot
 # start: mcpgw-sidecar is a placeholder binary and Envoy's chain has no policy filter yet.
 pytestmark = pytest.mark.skip(reason="needs the sidecar (OAuth server, /verify) and the policy filter in main")
-
-MCP_HEADERS = {"Accept": "application/json, text/event-stream", "MCP-Protocol-Version": "2025-11-25"}
 
 
 @pytest.fixture(scope="module")
@@ -211,12 +199,3 @@ def test_revoked_tokens_are_refused(stack, clients, alice):
     assert ("POST", "/token", 400) in everything.trail, everything.trail
     assert len(alice.pages) > logins, "the revoked grant was refreshed without a new login"
 
-
-def client_auth(info) -> tuple[tuple[str, str] | None, dict[str, str]]:
-    """The client authentication the registration asked for (RFC 6749 §2.3.1)."""
-    method = info.token_endpoint_auth_method or "client_secret_basic"
-    if method == "client_secret_basic":
-        return (info.client_id, info.client_secret), {}
-    if method == "client_secret_post":
-        return None, {"client_id": info.client_id, "client_secret": info.client_secret}
-    return None, {"client_id": info.client_id}
