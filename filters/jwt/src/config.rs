@@ -207,7 +207,9 @@ impl TryFrom<RawConfig> for Config {
                 if r.cluster.is_empty() {
                     return Err(field("jwks.remote.cluster", "must not be empty"));
                 }
-                let path = r.path.unwrap_or_else(|| "/.well-known/jwks.json".to_owned());
+                let path = r
+                    .path
+                    .unwrap_or_else(|| "/.well-known/jwks.json".to_owned());
                 if !path.starts_with('/') {
                     return Err(field("jwks.remote.path", "must start with `/`"));
                 }
@@ -269,7 +271,9 @@ mod tests {
         let c = Config::from_json(BASE.as_bytes()).unwrap();
         assert_eq!(c.verify.algorithms, Algorithm::ALL.to_vec());
         assert!(!c.forward_authorization);
-        let KeySource::Remote(r) = c.keys else { panic!("inline") };
+        let KeySource::Remote(r) = c.keys else {
+            panic!("inline")
+        };
         assert_eq!(r.path, "/.well-known/jwks.json");
         assert_eq!(r.refresh_interval, Duration::from_secs(300));
     }
@@ -278,19 +282,49 @@ mod tests {
     fn every_error_names_its_field() {
         let cases: Vec<(Vec<u8>, &str)> = vec![
             (with(|v| v["bogus"] = 1.into()), "bogus"),
-            (with(|v| v["resources"][0]["path_prefx"] = "/x".into()), "path_prefx"),
-            (with(|v| v["jwks"]["remote"]["refresh"] = "1s".into()), "refresh"),
+            (
+                with(|v| v["resources"][0]["path_prefx"] = "/x".into()),
+                "path_prefx",
+            ),
+            (
+                with(|v| v["jwks"]["remote"]["refresh"] = "1s".into()),
+                "refresh",
+            ),
             (with(|v| v["leeway"] = "soon".into()), "leeway"),
-            (with(|v| v["algorithms"] = serde_json::json!(["HS256"])), "HS256"),
-            (with(|v| v["algorithms"] = serde_json::json!([])), "algorithms"),
-            (with(|v| v["resources"][0]["canonical_url"] = "x".into()), "resources[0].canonical_url"),
-            (with(|v| v["resources"] = serde_json::json!([])), "resources"),
-            (with(|v| v["jwks"] = serde_json::json!({"inline": {"keys": []}})), "jwks.inline"),
+            (
+                with(|v| v["algorithms"] = serde_json::json!(["HS256"])),
+                "HS256",
+            ),
+            (
+                with(|v| v["algorithms"] = serde_json::json!([])),
+                "algorithms",
+            ),
+            (
+                with(|v| v["resources"][0]["canonical_url"] = "x".into()),
+                "resources[0].canonical_url",
+            ),
+            (
+                with(|v| v["resources"] = serde_json::json!([])),
+                "resources",
+            ),
+            (
+                with(|v| v["jwks"] = serde_json::json!({"inline": {"keys": []}})),
+                "jwks.inline",
+            ),
             (
                 with(|v| v["jwks"]["remote"]["timeout"] = "5 seconds".into()),
                 "jwks.remote.timeout",
             ),
-            (with(|v| v.as_object_mut().unwrap().remove("issuer").map(drop).unwrap_or(())), "issuer"),
+            (
+                with(|v| {
+                    v.as_object_mut()
+                        .unwrap()
+                        .remove("issuer")
+                        .map(drop)
+                        .unwrap_or(())
+                }),
+                "issuer",
+            ),
             (b"not json".to_vec(), "expected"),
         ];
         for (json, name) in cases {

@@ -104,23 +104,27 @@ fn claim(ctx: &(impl Context + ?Sized), key: &str, now: u64, min_gap_ms: u64, st
 }
 
 impl Worker {
-    /// Picks up keys another thread stored in shared data, when they changed.
-    fn sync(&mut self, ctx: &(impl Context + ?Sized), shared: &SharedKeys, now: u64) {
+    /// Picks up keys another thread stored in shared data, when they changed; true if it did.
+    fn sync(&mut self, ctx: &(impl Context + ?Sized), shared: &SharedKeys, now: u64) -> bool {
         self.last_sync_ms = now;
         let (value, cas) = ctx.get_shared_data(&shared.jwks);
         if cas.is_none() || cas == self.keys_cas {
-            return;
+            return false;
         }
-        let Some(value) = value else { return };
+        let Some(value) = value else { return false };
         let Some(split) = value.iter().position(|b| *b == b'\n') else {
-            return;
+            return false;
         };
         let fetched_at = std::str::from_utf8(&value[..split])
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or(0);
-        if let Ok((keys, _)) = KeySet::from_json(&value[split + 1..]) {
-            self.install(keys, cas, fetched_at);
+        match KeySet::from_json(&value[split + 1..]) {
+            Ok((keys, _)) => {
+                self.install(keys, cas, fetched_at);
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -322,7 +326,13 @@ impl JwtFilter {
     }
 
     /// Serves RFC 9728 metadata when `path` is a well-known metadata URI of a resource.
-    fn serve_metadata(&self, config: &Config, host: Option<&str>, path: &str, method: &str) -> bool {
+    fn serve_metadata(
+        &self,
+        config: &Config,
+        host: Option<&str>,
+        path: &str,
+        method: &str,
+    ) -> bool {
         if method != "GET" && method != "HEAD" {
             return false;
         }
@@ -340,7 +350,12 @@ impl JwtFilter {
     }
 
     /// Asks core for a decision and acts on it; `may_fetch` allows one JWKS fetch first.
-    fn decide(&mut self, resource_index: usize, authorization: Option<String>, may_fetch: bool) -> Action {
+    fn decide(
+        &mut self,
+        resource_index: usize,
+        authorization: Option<String>,
+        may_fetch: bool,
+    ) -> Action {
         let worker = self.worker.clone();
         let now = now_ms(self);
         let mut w = worker.borrow_mut();
@@ -357,22 +372,40 @@ impl JwtFilter {
         let Some(resource) = config.resources.iter().nth(resource_index) else {
             return Action::Continue;
         };
-        let keys = w.keys.clone();
-        let decision = auth::authenticate(
-            authorization.as_deref(),
-            resource,
-            &keys,
-            &config.verify,
-            now / 1000,
-            Some(&mut w.cache),
-        );
+        let decide_with = |w: &mut Worker| {
+            let keys = w.keys.clone();
+            auth::authenticate(
+                authorization.as_deref(),
+                resource,
+                &keys,
+                &config.verify,
+                now / 1000,
+                Some(&mut w.cache),
+            )
+        };
+        let mut decision = decide_with(&mut w);
+        // Another thread may have fetched the missing key already: look before fetching.
+        if let (Decision::Deny(denial), Some((_, shared))) = (&decision, &remote)
+            && wants_keys(&denial.reason)
+            && w.sync(self, shared, now)
+        {
+            decision = decide_with(&mut w);
+        }
         drop(w);
-        if let (Decision::Deny(denial), Some((remote, shared)), true) = (&decision, &remote, may_fetch)
+        if let (Decision::Deny(denial), Some((remote, shared)), true) =
+            (&decision, &remote, may_fetch)
         {
             let wants_keys = match &denial.reason {
-                DenyReason::NoKeys => claim(self, &shared.lease, now, 0, now.saturating_add(timeout_ms(remote))),
+                DenyReason::NoKeys => claim(
+                    self,
+                    &shared.lease,
+                    now,
+                    0,
+                    now.saturating_add(timeout_ms(remote)),
+                ),
                 DenyReason::InvalidToken(VerifyError::UnknownKeyId(_)) => {
-                    let gap = u64::try_from(remote.unknown_kid_refetch_interval.as_millis()).unwrap_or(u64::MAX);
+                    let gap = u64::try_from(remote.unknown_kid_refetch_interval.as_millis())
+                        .unwrap_or(u64::MAX);
                     claim(self, &shared.kid_refetch, now, gap, now)
                 }
                 _ => false,
@@ -408,7 +441,12 @@ impl JwtFilter {
                 for (name, value) in id.headers() {
                     self.set_http_request_header(name, Some(&value));
                 }
-                log::debug!("#{} allow sub={} jti={}", self.context_id, id.subject, id.jti);
+                log::debug!(
+                    "#{} allow sub={} jti={}",
+                    self.context_id,
+                    id.subject,
+                    id.jti
+                );
                 true
             }
             Decision::Deny(denial) => {
@@ -422,6 +460,14 @@ impl JwtFilter {
             }
         }
     }
+}
+
+/// Whether a denial may go away with fresh keys.
+fn wants_keys(reason: &DenyReason) -> bool {
+    matches!(
+        reason,
+        DenyReason::NoKeys | DenyReason::InvalidToken(VerifyError::UnknownKeyId(_))
+    )
 }
 
 fn timeout_ms(remote: &Remote) -> u64 {
@@ -471,7 +517,11 @@ impl HttpContext for JwtFilter {
             return Action::Continue;
         };
         // CORS preflight carries no credentials (Fetch spec); the CORS filter or upstream answers.
-        if method == "OPTIONS" && self.get_http_request_header("access-control-request-method").is_some() {
+        if method == "OPTIONS"
+            && self
+                .get_http_request_header("access-control-request-method")
+                .is_some()
+        {
             return Action::Continue;
         }
         let authorization = self.get_http_request_header("authorization");
