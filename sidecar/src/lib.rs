@@ -1,0 +1,96 @@
+//! mcpgw's OAuth 2.1 authorization server (the sidecar): axum handlers over a Redis [`store`],
+//! signing access tokens with the [`keys`] ring and verifying them for Traefik ForwardAuth with
+//! core's decision. [`router`] builds the whole application from an [`AppState`]; `main` only
+//! loads the configuration, connects and serves.
+
+pub mod authorize;
+pub mod config;
+pub mod discovery;
+pub mod error;
+pub mod html;
+pub mod keys;
+pub mod store;
+pub mod upstream;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use tower_http::trace::TraceLayer;
+
+use crate::config::Config;
+use crate::keys::{KeyRingError, KeyStorage, Keys};
+use crate::store::{Store, StoreError};
+
+/// Largest request body accepted (registration metadata, token requests).
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Seconds since the Unix epoch.
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    /// Redis.
+    pub store: Store,
+    /// The signing key ring.
+    pub keys: Arc<Keys>,
+    /// The login part: upstream connector, metadata-document fetcher (sidecar/src/authorize/).
+    pub login: Arc<authorize::Login>,
+}
+
+/// Why the state could not be built at startup.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Redis unreachable.
+    #[error("cannot connect to Redis: {0}")]
+    Store(#[from] StoreError),
+    /// Keys unusable.
+    #[error(transparent)]
+    Keys(#[from] KeyRingError),
+    /// The upstream login connector could not be built.
+    #[error(transparent)]
+    Login(#[from] upstream::UpstreamError),
+}
+
+impl AppState {
+    /// Connects to Redis and loads (or creates) the signing keys.
+    pub async fn new(config: Config) -> Result<AppState, StartError> {
+        let store = Store::connect(config.redis_url.expose(), &config.key_prefix).await?;
+        let keys =
+            Keys::load_or_create(key_storage(&config, &store), config.signing_alg, now()).await?;
+        let login = authorize::Login::new(&config)?;
+        Ok(AppState {
+            login: Arc::new(login),
+            config: Arc::new(config),
+            store,
+            keys: Arc::new(keys),
+        })
+    }
+}
+
+/// Where the configuration says the signing keys live.
+pub fn key_storage(config: &Config, store: &Store) -> KeyStorage {
+    match &config.signing_keys_dir {
+        Some(dir) => KeyStorage::Dir(dir.clone()),
+        None => KeyStorage::Redis(store.clone()),
+    }
+}
+
+/// The whole application.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .merge(discovery::routes())
+        // Mount point of the login part: GET /authorize, /oauth/* (sidecar/src/authorize/).
+        .merge(authorize::routes())
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
