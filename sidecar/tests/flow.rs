@@ -1,0 +1,781 @@
+//! The login flow through the sidecar's router, served on a loopback port, against a real Redis,
+//! the real OpenID provider (npm `oidc-provider`, tests/oidc) and the GitHub stand-in
+//! (tests/github_standin): `/authorize` → upstream login form → `/oauth/callback` → consent page
+//! → redirect with `code`, `state` and `iss`. Then the attacks `/authorize` must refuse.
+//!
+//! The test plays the browser with a small cookie jar and follows redirects itself, so every hop
+//! is visible and nothing is followed to the client's redirect URI.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use mcpgw_sidecar::config::Config;
+use mcpgw_sidecar::store::{Client, CodeGrant, TokenEndpointAuthMethod, hash};
+use mcpgw_sidecar::{AppState, router};
+use mcpgw_testkit::{Proc, Redis, free_port, unique, workspace_root};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use url::Url;
+
+const REDIRECT_URI: &str = "http://127.0.0.1:9/callback";
+const VERIFIER: &str = "a-test-verifier-that-is-long-enough-for-rfc-7636-section-4-1";
+
+fn redis() -> &'static Redis {
+    static REDIS: OnceLock<Redis> = OnceLock::new();
+    REDIS.get_or_init(Redis::start)
+}
+
+fn challenge(verifier: &str) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(verifier.as_bytes()))
+}
+
+/// Which upstream login the sidecar under test uses.
+enum Login {
+    /// The real OpenID provider, started for the test.
+    Oidc,
+    /// The GitHub stand-in, started for the test.
+    Github,
+    /// An OpenID provider address nobody listens on (for tests that never reach the login).
+    Unreachable,
+}
+
+/// A sidecar serving the real router on a loopback port, with its upstream provider.
+struct Sidecar {
+    issuer: String,
+    resource: String,
+    state: AppState,
+    _upstream: Option<Proc>,
+}
+
+fn node(script: &str, port: u16, env: &[(&str, String)]) -> Proc {
+    let mut cmd = Command::new("node");
+    cmd.arg(workspace_root().join(script))
+        .env("PORT", port.to_string());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut proc = Proc::spawn(script.split('/').nth(1).unwrap_or("node"), cmd);
+    proc.wait_ready(port, Duration::from_secs(20));
+    proc
+}
+
+impl Sidecar {
+    async fn start(login: Login) -> Sidecar {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let issuer = format!("http://127.0.0.1:{port}");
+        let callback = format!("{issuer}/oauth/callback");
+        let upstream_port = free_port();
+        let upstream_url = format!("http://127.0.0.1:{upstream_port}");
+        let (upstream_toml, proc) = match login {
+            Login::Oidc => (
+                format!(
+                    "kind = \"oidc\"\nissuer = \"{upstream_url}\"\nclient_id = \"mcpgw-test\"\n\
+                     client_secret = \"test-secret\"\nscopes = [\"openid\", \"profile\", \"email\"]"
+                ),
+                Some(node(
+                    "tests/oidc/server.mjs",
+                    upstream_port,
+                    &[
+                        ("OIDC_CLIENT_ID", "mcpgw-test".into()),
+                        ("OIDC_CLIENT_SECRET", "test-secret".into()),
+                        ("OIDC_REDIRECT_URIS", callback.clone()),
+                    ],
+                )),
+            ),
+            Login::Github => (
+                format!(
+                    "kind = \"github\"\nclient_id = \"gh-test\"\nclient_secret = \"gh-secret\"\n\
+                     github_url = \"{upstream_url}\"\ngithub_api_url = \"{upstream_url}\""
+                ),
+                Some(node(
+                    "tests/github_standin/server.mjs",
+                    upstream_port,
+                    &[
+                        ("GITHUB_CLIENT_ID", "gh-test".into()),
+                        ("GITHUB_CLIENT_SECRET", "gh-secret".into()),
+                    ],
+                )),
+            ),
+            Login::Unreachable => (
+                format!(
+                    "kind = \"oidc\"\nissuer = \"{upstream_url}\"\nclient_id = \"x\"\nclient_secret = \"y\""
+                ),
+                None,
+            ),
+        };
+        let resource = format!("{issuer}/everything/mcp");
+        let toml = format!(
+            r#"
+issuer = "{issuer}"
+redis_url = "{redis}"
+key_prefix = "{prefix}:"
+log_format = "text"
+
+[registration]
+mode = "open"
+
+[upstream]
+{upstream_toml}
+
+[allow]
+groups = ["engineering"]
+orgs = ["acme/platform"]
+
+[client_metadata]
+allow_private_addresses = true
+
+[[resources]]
+canonical_url = "{resource}"
+path_prefix = "/everything/mcp"
+scopes_required = ["mcp:tools"]
+[resources.metadata]
+resource_name = "Everything <server>"
+
+[[resources]]
+canonical_url = "{issuer}/memory/mcp"
+path_prefix = "/memory/mcp"
+"#,
+            redis = redis().url(),
+            prefix = unique("flow"),
+        );
+        let config = match Config::from_toml(&toml, |_| None) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let state = AppState::new(config).await.unwrap();
+        let app = router(state.clone());
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Sidecar {
+            issuer,
+            resource,
+            state,
+            _upstream: proc,
+        }
+    }
+
+    /// Registers a public client with `REDIRECT_URI` (through the store: registration is not
+    /// what these tests are about).
+    async fn client(&self, name: &str) -> String {
+        let client_id = unique("client");
+        let client = Client {
+            client_id: client_id.clone(),
+            client_secret_hash: None,
+            registration_access_token_hash: None,
+            token_endpoint_auth_method: TokenEndpointAuthMethod::None,
+            redirect_uris: vec![REDIRECT_URI.into()],
+            grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+            response_types: vec!["code".into()],
+            client_name: Some(name.into()),
+            client_uri: None,
+            logo_uri: None,
+            scope: None,
+            contacts: vec![],
+            tos_uri: None,
+            policy_uri: None,
+            software_id: None,
+            software_version: None,
+            client_id_issued_at: 0,
+            client_secret_expires_at: 0,
+        };
+        self.state
+            .store
+            .put_client(&client, Duration::from_secs(600))
+            .await
+            .unwrap();
+        client_id
+    }
+
+    /// An `/authorize` URL with PKCE S256, `resource`, a scope and `state`; `overrides` replace
+    /// or (with an empty value) remove parameters.
+    fn authorize_url(&self, client_id: &str, overrides: &[(&str, &str)]) -> String {
+        let challenge = challenge(VERIFIER);
+        let mut params: Vec<(&str, &str)> = vec![
+            ("response_type", "code"),
+            ("client_id", client_id),
+            ("redirect_uri", REDIRECT_URI),
+            ("code_challenge", &challenge),
+            ("code_challenge_method", "S256"),
+            ("resource", &self.resource),
+            ("scope", "mcp:tools"),
+            ("state", "client-state-123"),
+        ];
+        for (k, v) in overrides {
+            params.retain(|(name, _)| name != k);
+            if !v.is_empty() {
+                params.push((k, v));
+            }
+        }
+        let mut url = Url::parse(&format!("{}/authorize", self.issuer)).unwrap();
+        url.query_pairs_mut().extend_pairs(params);
+        url.into()
+    }
+}
+
+/// One HTTP answer, as the browser sees it.
+#[derive(Debug)]
+struct Answer {
+    url: String,
+    status: u16,
+    location: Option<String>,
+    headers: reqwest::header::HeaderMap,
+    body: String,
+}
+
+/// A browser: cookies per origin, redirects followed by hand.
+struct Browser {
+    http: reqwest::Client,
+    jar: HashMap<String, BTreeMap<String, String>>,
+}
+
+impl Browser {
+    fn new() -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            jar: HashMap::new(),
+        }
+    }
+
+    async fn send(&mut self, url: &str, form: Option<&[(&str, &str)]>) -> Answer {
+        let parsed = Url::parse(url).unwrap();
+        let origin = parsed.origin().ascii_serialization();
+        let mut request = match form {
+            Some(form) => self.http.post(url).form(form),
+            None => self.http.get(url),
+        };
+        if let Some(cookies) = self.jar.get(&origin) {
+            let header: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            request = request.header("cookie", header.join("; "));
+        }
+        let response = request.send().await.unwrap();
+        for value in response.headers().get_all("set-cookie") {
+            let pair = value.to_str().unwrap().split(';').next().unwrap_or("");
+            if let Some((k, v)) = pair.split_once('=') {
+                self.jar
+                    .entry(origin.clone())
+                    .or_default()
+                    .insert(k.trim().into(), v.trim().into());
+            }
+        }
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let location = headers
+            .get("location")
+            .map(|l| parsed.join(l.to_str().unwrap()).unwrap().to_string());
+        let body = response.text().await.unwrap();
+        Answer {
+            url: url.into(),
+            status,
+            location,
+            headers,
+            body,
+        }
+    }
+
+    /// Follows redirects from `url` until a page (non-redirect) or a redirect to the client.
+    async fn follow(&mut self, url: &str, form: Option<&[(&str, &str)]>) -> Answer {
+        let mut answer = self.send(url, form).await;
+        for _ in 0..20 {
+            match &answer.location {
+                Some(next) if !next.starts_with(REDIRECT_URI) => {
+                    let next = next.clone();
+                    answer = self.send(&next, None).await;
+                }
+                _ => return answer,
+            }
+        }
+        panic!("redirect loop at {}", answer.url)
+    }
+}
+
+/// The value of the first `attr="…"` after `marker` in `html`.
+fn attr_after(html: &str, marker: &str, attr: &str) -> String {
+    let start = html
+        .find(marker)
+        .unwrap_or_else(|| panic!("no `{marker}` in:\n{html}"));
+    let rest = &html[start..];
+    let at = rest.find(&format!("{attr}=\"")).unwrap() + attr.len() + 2;
+    rest[at..at + rest[at..].find('"').unwrap()].to_owned()
+}
+
+/// Query parameters of a URL.
+fn query(url: &str) -> HashMap<String, String> {
+    Url::parse(url)
+        .unwrap()
+        .query_pairs()
+        .into_owned()
+        .collect()
+}
+
+/// Fills in the OpenID provider's login form and follows on.
+async fn oidc_login(browser: &mut Browser, page: &Answer, login: &str, password: &str) -> Answer {
+    assert_eq!(page.status, 200, "expected the login form: {page:?}");
+    let action = attr_after(&page.body, "<form", "action");
+    let target = Url::parse(&page.url).unwrap().join(&action).unwrap();
+    browser
+        .follow(
+            target.as_str(),
+            Some(&[("login", login), ("password", password)]),
+        )
+        .await
+}
+
+/// Approves (or denies) the consent page and returns the redirect to the client.
+async fn answer_consent(browser: &mut Browser, page: &Answer, decision: &str) -> Answer {
+    assert_eq!(page.status, 200, "expected the consent page: {page:?}");
+    let consent = attr_after(&page.body, "name=\"consent\"", "value");
+    let csrf = attr_after(&page.body, "name=\"csrf\"", "value");
+    let action = attr_after(&page.body, "<form", "action");
+    let target = Url::parse(&page.url).unwrap().join(&action).unwrap();
+    browser
+        .send(
+            target.as_str(),
+            Some(&[
+                ("consent", &consent),
+                ("csrf", &csrf),
+                ("decision", decision),
+            ]),
+        )
+        .await
+}
+
+fn assert_html_page(answer: &Answer, status: u16) {
+    assert_eq!(answer.status, status, "{answer:?}");
+    assert!(answer.location.is_none(), "must not redirect: {answer:?}");
+    assert!(
+        answer.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert_eq!(answer.headers["x-frame-options"], "DENY");
+}
+
+/// The redirect to the client, with its query.
+fn client_redirect(answer: &Answer) -> HashMap<String, String> {
+    let location = answer
+        .location
+        .as_deref()
+        .unwrap_or_else(|| panic!("no redirect: {answer:?}"));
+    assert!(location.starts_with(REDIRECT_URI), "{location}");
+    query(location)
+}
+
+#[tokio::test]
+async fn oidc_login_consent_and_code_bound_to_client_resource_and_user() {
+    let sidecar = Sidecar::start(Login::Oidc).await;
+    let client_id = sidecar.client("<script>alert('name')</script> Notes").await;
+    let mut browser = Browser::new();
+
+    let login_page = browser
+        .follow(&sidecar.authorize_url(&client_id, &[]), None)
+        .await;
+    assert!(login_page.url.contains("/interaction/"), "{login_page:?}");
+    let consent = oidc_login(&mut browser, &login_page, "alice", "alice-password").await;
+
+    // The consent page names the client (escaped), where the code goes, the resource and scopes.
+    assert_html_page(&consent, 200);
+    assert!(
+        consent.headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("frame-ancestors 'none'")
+    );
+    let body = &consent.body;
+    assert!(body.contains("&lt;script&gt;alert(&#39;name&#39;)&lt;/script&gt; Notes"));
+    assert!(!body.contains("<script>"));
+    assert!(body.contains("127.0.0.1:9"));
+    assert!(body.contains(&sidecar.resource));
+    assert!(body.contains("Everything &lt;server&gt;"));
+    assert!(body.contains("mcp:tools"));
+    assert!(body.contains("alice"));
+
+    let done = answer_consent(&mut browser, &consent, "approve").await;
+    let params = client_redirect(&done);
+    assert_eq!(params["state"], "client-state-123");
+    assert_eq!(params["iss"], sidecar.issuer);
+    let code = &params["code"];
+
+    // The code is stored hashed, bound to the client, redirect URI, challenge, resource and user.
+    let grant: CodeGrant = sidecar
+        .state
+        .store
+        .get_json("code", &hash(code))
+        .await
+        .unwrap()
+        .expect("the code is stored under its hash");
+    assert_eq!(grant.client_id, client_id);
+    assert_eq!(grant.redirect_uri, REDIRECT_URI);
+    assert_eq!(grant.code_challenge, challenge(VERIFIER));
+    assert_eq!(grant.resource, sidecar.resource);
+    assert_eq!(grant.scope.0, vec!["mcp:tools".to_string()]);
+    assert_eq!(grant.user.sub, "oidc:alice");
+    assert_eq!(grant.user.login, "alice");
+    assert_eq!(grant.user.email.as_deref(), Some("alice@example.test"));
+    assert_eq!(grant.user.groups, vec!["engineering".to_string()]);
+
+    // Consent is remembered for this user and client: the next authorization goes straight back
+    // (the provider's session is still open, so no login form either).
+    let again = browser
+        .follow(
+            &sidecar.authorize_url(&client_id, &[("state", "second")]),
+            None,
+        )
+        .await;
+    let params = client_redirect(&again);
+    assert_eq!(params["state"], "second");
+    assert!(params.contains_key("code"));
+}
+
+#[tokio::test]
+async fn user_outside_the_allow_list_is_refused_and_deny_is_honoured() {
+    let sidecar = Sidecar::start(Login::Oidc).await;
+    let client_id = sidecar.client("Notes").await;
+
+    let mut bob = Browser::new();
+    let page = bob
+        .follow(&sidecar.authorize_url(&client_id, &[]), None)
+        .await;
+    let refused = oidc_login(&mut bob, &page, "bob", "bob-password").await;
+    let params = client_redirect(&refused);
+    assert_eq!(params["error"], "access_denied");
+    assert_eq!(params["state"], "client-state-123");
+    assert_eq!(params["iss"], sidecar.issuer);
+    assert!(!params.contains_key("code"));
+
+    let mut alice = Browser::new();
+    let page = alice
+        .follow(&sidecar.authorize_url(&client_id, &[]), None)
+        .await;
+    let consent = oidc_login(&mut alice, &page, "alice", "alice-password").await;
+    let denied = answer_consent(&mut alice, &consent, "deny").await;
+    assert_eq!(client_redirect(&denied)["error"], "access_denied");
+}
+
+#[tokio::test]
+async fn wrong_password_shows_the_form_again() {
+    let sidecar = Sidecar::start(Login::Oidc).await;
+    let client_id = sidecar.client("Notes").await;
+    let mut browser = Browser::new();
+    let page = browser
+        .follow(&sidecar.authorize_url(&client_id, &[]), None)
+        .await;
+    let again = oidc_login(&mut browser, &page, "alice", "wrong").await;
+    assert_eq!(again.status, 401);
+    assert!(again.body.contains("name=\"password\""));
+}
+
+#[tokio::test]
+async fn callback_and_consent_are_bound_to_the_browser_and_single_use() {
+    let sidecar = Sidecar::start(Login::Oidc).await;
+    let client_id = sidecar.client("Notes").await;
+    let mut browser = Browser::new();
+    let page = browser
+        .follow(&sidecar.authorize_url(&client_id, &[]), None)
+        .await;
+    let action = attr_after(&page.body, "<form", "action");
+    let target = Url::parse(&page.url).unwrap().join(&action).unwrap();
+    // Stop at the redirect to the sidecar's callback and hand it to another browser.
+    let mut answer = browser
+        .send(
+            target.as_str(),
+            Some(&[("login", "alice"), ("password", "alice-password")]),
+        )
+        .await;
+    while let Some(next) = answer.location.clone() {
+        if next.starts_with(&format!("{}/oauth/callback", sidecar.issuer)) {
+            break;
+        }
+        answer = browser.send(&next, None).await;
+    }
+    let callback = answer.location.clone().expect("redirect to the callback");
+    let mut attacker = Browser::new();
+    let stolen = attacker.send(&callback, None).await;
+    assert_html_page(&stolen, 403);
+    // The pending login was consumed by that attempt: the real browser cannot reuse it either.
+    let replay = browser.send(&callback, None).await;
+    assert_html_page(&replay, 400);
+
+    // Unknown state.
+    let unknown = browser
+        .send(
+            &format!("{}/oauth/callback?code=x&state=nope", sidecar.issuer),
+            None,
+        )
+        .await;
+    assert_html_page(&unknown, 400);
+
+    // A consent form posted with a wrong CSRF token is refused.
+    let page = browser
+        .follow(&sidecar.authorize_url(&client_id, &[]), None)
+        .await;
+    assert!(page.body.contains("name=\"consent\""), "{page:?}");
+    let consent = attr_after(&page.body, "name=\"consent\"", "value");
+    let forged = browser
+        .send(
+            &format!("{}/oauth/consent", sidecar.issuer),
+            Some(&[
+                ("consent", consent.as_str()),
+                ("csrf", "forged"),
+                ("decision", "approve"),
+            ]),
+        )
+        .await;
+    assert_html_page(&forged, 403);
+}
+
+#[tokio::test]
+async fn github_login_through_the_stand_in_with_orgs_teams_and_email() {
+    let sidecar = Sidecar::start(Login::Github).await;
+    let client_id = sidecar.client("Notes").await;
+
+    let mut browser = Browser::new();
+    let form = browser
+        .follow(&sidecar.authorize_url(&client_id, &[]), None)
+        .await;
+    assert_eq!(form.status, 200, "{form:?}");
+    assert!(form.url.contains("/login/oauth/authorize"));
+    let authorize = |page: &Answer, login: &'static str| {
+        let mut fields: Vec<(String, String)> = vec![("login".into(), login.into())];
+        let mut rest = page.body.as_str();
+        while let Some(i) = rest.find("type=\"hidden\" name=\"") {
+            rest = &rest[i + 20..];
+            let name = rest[..rest.find('"').unwrap()].to_owned();
+            let value = attr_after(rest, "value", "value");
+            fields.push((html_unescape(&name), html_unescape(&value)));
+        }
+        fields
+    };
+    let fields = authorize(&form, "octocat");
+    let pairs: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let consent = browser.follow(&form.url, Some(&pairs)).await;
+    let done = answer_consent(&mut browser, &consent, "approve").await;
+    let code = client_redirect(&done)["code"].clone();
+    let grant: CodeGrant = sidecar
+        .state
+        .store
+        .get_json("code", &hash(&code))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(grant.user.sub, "github:583231");
+    assert_eq!(grant.user.login, "octocat");
+    assert_eq!(grant.user.email.as_deref(), Some("octocat@example.test"));
+    assert_eq!(grant.user.groups, vec!["acme", "acme/platform"]);
+
+    // mallory belongs to no allowed organisation or team.
+    let mut other = Browser::new();
+    let form = other
+        .follow(&sidecar.authorize_url(&client_id, &[]), None)
+        .await;
+    let fields = authorize(&form, "mallory");
+    let pairs: Vec<(&str, &str)> = fields
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    let refused = other.follow(&form.url, Some(&pairs)).await;
+    assert_eq!(client_redirect(&refused)["error"], "access_denied");
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&#38;", "&")
+        .replace("&#34;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#60;", "<")
+        .replace("&#62;", ">")
+}
+
+#[tokio::test]
+async fn redirect_uri_prefix_and_look_alike_hosts_are_refused_on_a_page() {
+    let sidecar = Sidecar::start(Login::Unreachable).await;
+    let client_id = sidecar.client("Notes").await;
+    let mut browser = Browser::new();
+    for bad in [
+        "http://127.0.0.1:9/callback/evil",
+        "http://127.0.0.1:9/callbackx",
+        "http://127.0.0.1:9/callback?x=1",
+        "http://127.0.0.1.evil.example:9/callback",
+        "http://localhost.evil.example/callback",
+        "http://127.0.0.1:90/callback",
+        "https://127.0.0.1:9/callback",
+    ] {
+        let answer = browser
+            .send(
+                &sidecar.authorize_url(&client_id, &[("redirect_uri", bad)]),
+                None,
+            )
+            .await;
+        assert_html_page(&answer, 400);
+        assert!(
+            answer.body.contains("not registered"),
+            "{bad}: {}",
+            answer.body
+        );
+    }
+    // Unknown client and missing client_id: a page too.
+    let unknown = browser
+        .send(&sidecar.authorize_url("no-such-client", &[]), None)
+        .await;
+    assert_html_page(&unknown, 400);
+    let missing = browser
+        .send(&sidecar.authorize_url("", &[("client_id", "")]), None)
+        .await;
+    assert_html_page(&missing, 400);
+}
+
+#[tokio::test]
+async fn missing_or_plain_pkce_and_unknown_resource_are_redirected_errors() {
+    let sidecar = Sidecar::start(Login::Unreachable).await;
+    let client_id = sidecar.client("Notes").await;
+    let mut browser = Browser::new();
+    let cases: [(&[(&str, &str)], &str); 7] = [
+        (&[("code_challenge", "")], "invalid_request"),
+        (
+            &[
+                ("code_challenge", VERIFIER),
+                ("code_challenge_method", "plain"),
+            ],
+            "invalid_request",
+        ),
+        (&[("code_challenge_method", "")], "invalid_request"),
+        (
+            &[("resource", "http://127.0.0.1:1/other/mcp")],
+            "invalid_target",
+        ),
+        (&[("resource", "")], "invalid_target"),
+        (&[("scope", "admin")], "invalid_scope"),
+        (&[("response_type", "token")], "unsupported_response_type"),
+    ];
+    for (overrides, error) in cases {
+        let answer = browser
+            .send(&sidecar.authorize_url(&client_id, overrides), None)
+            .await;
+        let params = client_redirect(&answer);
+        assert_eq!(params["error"], error, "{overrides:?}");
+        assert_eq!(params["state"], "client-state-123");
+        assert_eq!(params["iss"], sidecar.issuer);
+        assert!(!params.contains_key("code"));
+    }
+}
+
+#[tokio::test]
+async fn script_in_every_reflected_field_is_escaped() {
+    let sidecar = Sidecar::start(Login::Unreachable).await;
+    let client_id = sidecar.client("Notes").await;
+    let script = "<script>alert(1)</script>\"'><img src=x onerror=alert(2)>";
+    let mut browser = Browser::new();
+    let answers = [
+        browser
+            .send(&sidecar.authorize_url(script, &[]), None)
+            .await,
+        browser
+            .send(
+                &sidecar.authorize_url(&client_id, &[("redirect_uri", script)]),
+                None,
+            )
+            .await,
+        browser
+            .send(
+                &format!(
+                    "{}/oauth/callback?state={}&code={}&error={}",
+                    sidecar.issuer,
+                    urlencode(script),
+                    urlencode(script),
+                    urlencode(script)
+                ),
+                None,
+            )
+            .await,
+        browser
+            .send(
+                &format!("{}/oauth/consent", sidecar.issuer),
+                Some(&[("consent", script), ("csrf", script), ("decision", script)]),
+            )
+            .await,
+    ];
+    for answer in answers {
+        assert!(answer.location.is_none(), "{answer:?}");
+        assert!(!answer.body.contains("<script>"), "{}", answer.body);
+        assert!(!answer.body.contains("<img"), "{}", answer.body);
+        assert!(
+            answer.headers["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+    }
+    // In redirects the reflected `state` is URL-encoded, never HTML.
+    let answer = browser
+        .send(
+            &sidecar.authorize_url(&client_id, &[("state", script), ("resource", "x")]),
+            None,
+        )
+        .await;
+    assert_eq!(client_redirect(&answer)["state"], script);
+    assert!(!answer.location.unwrap().contains('<'));
+}
+
+fn urlencode(s: &str) -> String {
+    url::form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+#[tokio::test]
+async fn client_id_metadata_document_is_fetched_and_its_redirect_uris_enforced() {
+    let sidecar = Sidecar::start(Login::Unreachable).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let doc_url = format!(
+        "http://127.0.0.1:{}/client.json",
+        listener.local_addr().unwrap().port()
+    );
+    let document = serde_json::json!({
+        "client_id": doc_url,
+        "client_name": "Document client",
+        "redirect_uris": [REDIRECT_URI],
+        "token_endpoint_auth_method": "none",
+    });
+    let app = axum::Router::new().route(
+        "/client.json",
+        axum::routing::get(move || {
+            let document = document.clone();
+            async move { axum::Json(document) }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let mut browser = Browser::new();
+    let wrong = browser
+        .send(
+            &sidecar.authorize_url(&doc_url, &[("redirect_uri", "http://127.0.0.1:9/other")]),
+            None,
+        )
+        .await;
+    assert_html_page(&wrong, 400);
+    // The document was fetched and cached as a public client.
+    let cached = sidecar
+        .state
+        .store
+        .get_client(&doc_url)
+        .await
+        .unwrap()
+        .expect("document cached");
+    assert_eq!(cached.redirect_uris, vec![REDIRECT_URI.to_string()]);
+    assert_eq!(
+        cached.token_endpoint_auth_method,
+        TokenEndpointAuthMethod::None
+    );
+    // With its own redirect URI the request is valid; the (unreachable) upstream is the next step.
+    let right = browser
+        .send(&sidecar.authorize_url(&doc_url, &[("resource", "x")]), None)
+        .await;
+    assert_eq!(client_redirect(&right)["error"], "invalid_target");
+}
