@@ -78,7 +78,7 @@ def test_envoy_validates_a_make_run_rendering_with_a_server_disabled(tmp_path):
     doc = render.render(
         render.load_gateway(), public_url="http://127.0.0.1:18080", listen=("127.0.0.1", 18080),
         servers=servers, protected=render.resources("http://127.0.0.1:18080", kept),
-        sidecar=("127.0.0.1", 18090), admin_port=0,
+        policy_config=render.policy(kept), sidecar=("127.0.0.1", 18090), admin_port=0,
     )
     text = yaml.safe_dump(doc)
     assert f"/{dropped}/mcp" not in text, "a disabled server keeps a route or a resource"
