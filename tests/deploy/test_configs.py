@@ -360,3 +360,18 @@ def test_policy_lets_every_user_in_unless_a_server_lists_users_or_groups(tmp_pat
     }
     assert all(r["effect"] == "allow" for r in conf["rules"])
     assert run.bridge_ports(cfg) == {"open": 8101, "team": 8102}
+
+
+def test_kubernetes_sidecar_config_has_the_resources_envoy_protects():
+    import tomllib
+
+    cfg = render.load_config(ROOT / "mcpgw.toml")
+    sidecar = tomllib.loads((ROOT / "deploy/k8s/base/sidecar.toml").read_text())
+    assert sidecar["issuer"] == cfg.k8s_public_url
+    expected = render.resources(cfg.k8s_public_url, cfg.enabled_servers())
+    got = [{**r, "scopes_required": r.get("scopes_required", [])} for r in sidecar["resources"]]
+    assert got == expected
+    k8s_envoy = yaml.safe_load(render.K8S_ENVOY.read_text())
+    jwt = json.loads(render.wasm_filters(k8s_envoy)[0]["configuration"]["value"])
+    assert jwt["issuer"] == sidecar["issuer"]
+    assert [r["canonical_url"] for r in jwt["resources"]] == [r["canonical_url"] for r in expected]
