@@ -81,6 +81,8 @@ pub struct Child {
     owner: Mutex<Option<std::sync::Weak<dyn Owner>>>,
     dead: watch::Receiver<bool>,
     dead_tx: watch::Sender<bool>,
+    /// Set once the process has been waited for (no zombie left).
+    reaped: watch::Receiver<bool>,
     exiting: AtomicBool,
     /// Set when the bridge initialised the child (warm pool).
     pub init: OnceLock<InitInfo>,
@@ -105,6 +107,34 @@ pub struct ChildOptions {
     pub max_line: usize,
     /// How long a request's stream may stall the child's stdout reader.
     pub slow_client_timeout: Duration,
+    /// Every child started with these options.
+    pub registry: Registry,
+}
+
+/// Every child a bridge started, so shutdown stops and reaps each one, including children still
+/// initialising in the pool or for a new session. Once closed, no child can be started.
+#[derive(Debug, Clone, Default)]
+pub struct Registry(Arc<Mutex<RegistryInner>>);
+
+#[derive(Debug, Default)]
+struct RegistryInner {
+    children: Vec<std::sync::Weak<Child>>,
+    closed: bool,
+}
+
+impl Registry {
+    /// Refuses further children and returns the live ones.
+    pub fn close(&self) -> Vec<Arc<Child>> {
+        let mut r = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        r.closed = true;
+        r.children
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .collect()
+    }
 }
 
 static CHILD_SEQ: AtomicU64 = AtomicU64::new(0);
@@ -115,6 +145,17 @@ impl Child {
         let Some((program, args)) = opts.argv.split_first() else {
             return Err(ChildError::Spawn(std::io::Error::other("empty command")));
         };
+        // Held across the spawn so that `Registry::close` never misses a child.
+        let mut registry = opts
+            .registry
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if registry.closed {
+            return Err(ChildError::Spawn(std::io::Error::other(
+                "the bridge is shutting down",
+            )));
+        }
         let mut cmd = Command::new(program);
         cmd.args(args)
             .stdin(Stdio::piped())
@@ -135,6 +176,7 @@ impl Child {
         };
         let (stdin_tx, stdin_rx) = mpsc::channel::<Vec<u8>>(256);
         let (dead_tx, dead) = watch::channel(false);
+        let (reaped_tx, reaped) = watch::channel(false);
         let child = Arc::new(Child {
             pid,
             stdin: stdin_tx,
@@ -143,10 +185,14 @@ impl Child {
             owner: Mutex::new(None),
             dead,
             dead_tx,
+            reaped,
             exiting: AtomicBool::new(false),
             init: OnceLock::new(),
             label: label.clone(),
         });
+        registry.children.retain(|c| c.strong_count() > 0);
+        registry.children.push(Arc::downgrade(&child));
+        drop(registry);
         debug!(pid, %label, "child started");
         tokio::spawn(write_loop(stdin, stdin_rx, Arc::downgrade(&child)));
         tokio::spawn(read_loop(
@@ -163,6 +209,7 @@ impl Child {
             if let Some(c) = weak.upgrade() {
                 c.mark_dead();
             }
+            reaped_tx.send_replace(true);
         });
         Ok(child)
     }
@@ -289,16 +336,28 @@ impl Child {
         }
     }
 
-    /// Stops the child: SIGTERM to its process group, then SIGKILL after `grace`. Waits for it.
+    /// Resolves once the process has exited and been reaped.
+    pub async fn wait_reaped(&self) {
+        let mut rx = self.reaped.clone();
+        let _ = rx.wait_for(|r| *r).await;
+    }
+
+    /// Stops the child: SIGTERM to its process group, then SIGKILL after `grace`. Returns once
+    /// the process is reaped, so a bridge that exits next leaves no zombie to an init that may
+    /// not collect it.
     pub async fn stop(&self, grace: Duration) {
         if self.exiting.swap(true, Ordering::AcqRel) || self.is_dead() {
-            self.wait_dead().await;
+            // A dead child (stdout closed) was already sent SIGKILL by `mark_dead`.
+            self.wait_reaped().await;
             return;
         }
         signal_group(self.pid, libc::SIGTERM);
-        if tokio::time::timeout(grace, self.wait_dead()).await.is_err() {
+        if tokio::time::timeout(grace, self.wait_reaped())
+            .await
+            .is_err()
+        {
             signal_group(self.pid, libc::SIGKILL);
-            self.wait_dead().await;
+            self.wait_reaped().await;
         }
     }
 

@@ -291,7 +291,7 @@ async fn post_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap, body: Bytes) -> Re
     };
     session.touch();
     match k {
-        Kind::Request => forward_request(&b, &session.child, msg, Some(&session)).await,
+        Kind::Request => forward_request(&b, &session.child, msg, Some(&session), None).await,
         Kind::Notification if method == "notifications/initialized" && session.pre_initialised => {
             StatusCode::ACCEPTED.into_response()
         }
@@ -409,15 +409,28 @@ async fn initialize(b: &Arc<Bridge>, msg: Value) -> Response {
     r
 }
 
+/// Rewrites the child's final response to a request before it goes out (2026-07-28 stamping).
+pub type ResponseHook = Arc<dyn Fn(&mut Value) + Send + Sync>;
+
 /// Sends a request to `child`; answers with JSON when the response comes first, else with an SSE
-/// stream carrying what the child says about the request and then the response. With a session,
-/// the SSE stream is resumable.
+/// stream carrying what the child says about the request and then the response (passed through
+/// `hook` first). With a session, the SSE stream is resumable; without one, a client that goes
+/// away cancels the request at the child.
 pub async fn forward_request(
     b: &Bridge,
     child: &Arc<Child>,
     msg: Value,
     session: Option<&Arc<Session>>,
+    hook: Option<ResponseHook>,
 ) -> Response {
+    let finish = move |mut m: Value| {
+        if let Some(h) = &hook {
+            if m.get("result").is_some() {
+                h(&mut m);
+            }
+        }
+        m
+    };
     let client_id = msg["id"].clone();
     let (tx, mut rx) = mpsc::channel(64);
     let bridge_id = match child.request(msg, tx).await {
@@ -449,7 +462,7 @@ pub async fn forward_request(
         None => return timed_out_or_gone(child, bridge_id, client_id, deadline).await,
     };
     if first.get("method").is_none() {
-        return json_response(StatusCode::OK, &first);
+        return json_response(StatusCode::OK, &finish(first));
     }
     let child = Arc::clone(child);
     match session {
@@ -469,6 +482,7 @@ pub async fn forward_request(
                         }
                     };
                     let last = next.get("method").is_none();
+                    let next = if last { finish(next) } else { next };
                     s.emit(stream, &next, last).await;
                     if last {
                         return;
@@ -483,7 +497,12 @@ pub async fn forward_request(
                 let mut next = Some(first);
                 while let Some(m) = next.take() {
                     let last = m.get("method").is_none();
-                    if out.send(crate::session::sse_frame_plain(&m)).await.is_err() || last {
+                    let m = if last { finish(m) } else { m };
+                    if out.send(crate::session::sse_frame_plain(&m)).await.is_err() {
+                        child.cancel(bridge_id, "the client went away").await;
+                        return;
+                    }
+                    if last {
                         return;
                     }
                     next = match recv_until(&mut rx, deadline).await {

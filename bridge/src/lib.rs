@@ -54,6 +54,7 @@ impl Bridge {
             argv: cfg.child_argv()?,
             max_line: cfg.max_line,
             slow_client_timeout: cfg.slow_client_timeout,
+            registry: child::Registry::default(),
         };
         let pool = Pool::new(
             child_opts.clone(),
@@ -210,7 +211,7 @@ impl Bridge {
     }
 
     /// SIGTERM: refuse new sessions, let in-flight requests finish (up to the drain timeout),
-    /// then end every session and stop every child, waiting until each one has exited.
+    /// then end every session and stop every child, waiting until each one has been reaped.
     pub async fn shutdown(&self) {
         self.draining.store(true, Ordering::Release);
         self.pool.stop_refilling();
@@ -224,17 +225,13 @@ impl Bridge {
             .lock()
             .map(|s| s.keys().cloned().collect())
             .unwrap_or_default();
-        let mut children: Vec<Arc<Child>> = Vec::new();
         for id in ids {
             if let Some(s) = self.sessions.lock().ok().and_then(|mut m| m.remove(&id)) {
                 s.close();
-                children.push(Arc::clone(&s.child));
             }
         }
-        children.extend(self.pool.drain());
-        if let Some(c) = self.shared.lock().await.take() {
-            children.push(c);
-        }
+        // Every child, wherever it is: in a session, warm in the pool, shared, or still starting.
+        let children = self.child_opts.registry.close();
         let n = children.len();
         let stops: Vec<_> = children
             .into_iter()

@@ -21,7 +21,7 @@ use crate::Bridge;
 use crate::child::{Child, Owner, error_response};
 use crate::http::{
     HANDSHAKE_VERSIONS, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, METHOD_NOT_FOUND,
-    VERSION_HEADER, forward_request, json_response, rpc_error, sse_response,
+    ResponseHook, VERSION_HEADER, forward_request, json_response, rpc_error, sse_response,
 };
 use crate::session::sse_frame_plain;
 
@@ -232,8 +232,12 @@ pub async fn handle(b: &Arc<Bridge>, h: &HeaderMap, mut msg: Value, k: Kind) -> 
         _ => {
             strip_reserved_meta(&mut msg);
             let server_info = init.get("serverInfo").cloned();
-            let resp = forward_request(b, &child, msg, None).await;
-            finish(resp, server_info, cacheable(&method)).await
+            let cacheable = cacheable(&method);
+            let hook: ResponseHook = Arc::new(move |v: &mut Value| {
+                stamp(v, server_info.as_ref(), cacheable);
+            });
+            let resp = forward_request(b, &child, msg, None, Some(hook)).await;
+            with_error_status(resp).await
         }
     }
 }
@@ -271,10 +275,28 @@ fn cacheable(method: &str) -> bool {
     )
 }
 
-/// Stamps a JSON result from an older child for the 2026-07-28 wire; maps error codes to statuses.
-/// Cacheable results get `ttlMs: 0` and `cacheScope: "private"`: an older server gives no hint, so
-/// nothing is cached and nothing is shared across users.
-async fn finish(resp: Response, server_info: Option<Value>, cacheable: bool) -> Response {
+/// Stamps a result from an older child for the 2026-07-28 wire: `resultType`, the server's info,
+/// and for cacheable results `ttlMs: 0` and `cacheScope: "private"` (an older server gives no
+/// hint, so nothing is cached and nothing is shared across users).
+fn stamp(v: &mut Value, server_info: Option<&Value>, cacheable: bool) {
+    let Some(r) = v.get_mut("result").and_then(Value::as_object_mut) else {
+        return;
+    };
+    r.entry("resultType").or_insert(json!("complete"));
+    if cacheable {
+        r.entry("ttlMs").or_insert(json!(0));
+        r.entry("cacheScope").or_insert(json!("private"));
+    }
+    if let Some(info) = server_info {
+        let meta = r.entry("_meta").or_insert(json!({}));
+        if let Some(m) = meta.as_object_mut() {
+            m.entry(SERVER_INFO_KEY).or_insert(info.clone());
+        }
+    }
+}
+
+/// A JSON error answer gets the HTTP status 2026-07-28 gives its code.
+async fn with_error_status(resp: Response) -> Response {
     let is_json = resp
         .headers()
         .get("content-type")
@@ -285,26 +307,14 @@ async fn finish(resp: Response, server_info: Option<Value>, cacheable: bool) -> 
     let Ok(bytes) = axum::body::to_bytes(resp.into_body(), usize::MAX).await else {
         return StatusCode::BAD_GATEWAY.into_response();
     };
-    let Ok(mut v) = serde_json::from_slice::<Value>(&bytes) else {
+    let Ok(v) = serde_json::from_slice::<Value>(&bytes) else {
         return StatusCode::BAD_GATEWAY.into_response();
     };
-    if let Some(code) = v.pointer("/error/code").and_then(Value::as_i64) {
-        return json_response(status_for(code), &v);
-    }
-    if let Some(r) = v.get_mut("result").and_then(Value::as_object_mut) {
-        r.entry("resultType").or_insert(json!("complete"));
-        if cacheable {
-            r.entry("ttlMs").or_insert(json!(0));
-            r.entry("cacheScope").or_insert(json!("private"));
-        }
-        if let Some(info) = server_info {
-            let meta = r.entry("_meta").or_insert(json!({}));
-            if let Some(m) = meta.as_object_mut() {
-                m.entry(SERVER_INFO_KEY).or_insert(info);
-            }
-        }
-    }
-    json_response(StatusCode::OK, &v)
+    let status = v
+        .pointer("/error/code")
+        .and_then(Value::as_i64)
+        .map_or(StatusCode::OK, status_for);
+    json_response(status, &v)
 }
 
 /// `subscriptions/listen`: acknowledges what the child can deliver, then streams the matching

@@ -349,6 +349,11 @@ pub fn is_alive(pid: u32) -> bool {
         .is_some_and(|state| state != 'Z' && state != 'X')
 }
 
+/// Whether `pid` is in the process table at all (a zombie counts: nobody reaped it).
+pub fn exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Waits (polling) until `cond` holds; false after `within` (a safety net for slow machines).
 pub async fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + within;
