@@ -425,13 +425,21 @@ async fn oidc_login_consent_and_code_bound_to_client_resource_and_user() {
     // (the provider's session is still open, so no login form either).
     let again = browser
         .follow(
-            &sidecar.authorize_url(&client_id, &[("state", "second")]),
+            &sidecar.authorize_url(&client_id, &[("state", "second"), ("scope", "")]),
             None,
         )
         .await;
     let params = client_redirect(&again);
     assert_eq!(params["state"], "second");
-    assert!(params.contains_key("code"));
+    // Without `scope` the request gets the resource's required scopes (RFC 6749 §3.3 default).
+    let grant: CodeGrant = sidecar
+        .state
+        .store
+        .get_json("code", &hash(&params["code"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(grant.scope.0, vec!["mcp:tools".to_string()]);
 }
 
 #[tokio::test]

@@ -383,8 +383,16 @@ async fn validate(state: &AppState, q: AuthorizeQuery) -> Result<AuthorizationRe
     })?;
     let supported = state.config.scopes_supported();
     let allowed_by_client = client.scope.as_deref().map(Scopes::parse);
-    let requested = Scopes::parse(q.scope.as_deref().unwrap_or(""));
-    for scope in &requested.0 {
+    let requested = match q.scope.as_deref().map(str::trim) {
+        // RFC 6749 §3.3: without a scope, a pre-defined default: what the resource requires.
+        None | Some("") => state
+            .config
+            .resource(&request.resource)
+            .map(|r| r.scopes_required.clone())
+            .unwrap_or_default(),
+        Some(scope) => Scopes::parse(scope).0,
+    };
+    for scope in &requested {
         let known = supported.contains(scope) || ALWAYS_ALLOWED_SCOPES.contains(&scope.as_str());
         let permitted = allowed_by_client.as_ref().is_none_or(|a| a.contains(scope));
         if !known || !permitted {
@@ -394,9 +402,10 @@ async fn validate(state: &AppState, q: AuthorizeQuery) -> Result<AuthorizationRe
                 &format!("scope `{scope}` is not available to this client"),
             ));
         }
+        if !request.scope.contains(scope) {
+            request.scope.push(scope.clone());
+        }
     }
-    request.scope = requested.0;
-    request.scope.dedup();
     Ok(request)
 }
 
@@ -504,6 +513,7 @@ pub struct CallbackQuery {
     code: Option<String>,
     state: Option<String>,
     error: Option<String>,
+    iss: Option<String>,
 }
 
 async fn callback(

@@ -103,3 +103,68 @@ fn check(
         _ => Err(JwsError::KeyAlgorithmMismatch),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use mcpgw_core::jwk::Jwks;
+    use mcpgw_core::signing::SigningKey;
+
+    use super::*;
+
+    fn keys(key: &SigningKey) -> KeySet {
+        KeySet::from_jwks(&Jwks {
+            keys: vec![key.public_jwk("k1")],
+        })
+        .0
+    }
+
+    #[test]
+    fn verifies_signed_tokens_and_refuses_tampering() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let set = keys(&key);
+        let token = key.sign_raw(r#"{"alg":"ES256","kid":"k1"}"#, r#"{"sub":"alice"}"#);
+        assert_eq!(
+            verify(&token, &set).unwrap(),
+            br#"{"sub":"alice"}"#.to_vec()
+        );
+
+        let forged_payload = URL_SAFE_NO_PAD.encode(r#"{"sub":"mallory"}"#);
+        let parts: Vec<&str> = token.split('.').collect();
+        let forged = format!("{}.{forged_payload}.{}", parts[0], parts[2]);
+        assert_eq!(verify(&forged, &set), Err(JwsError::BadSignature));
+
+        let other = SigningKey::generate(Algorithm::ES256).unwrap();
+        let foreign = other.sign_raw(r#"{"alg":"ES256","kid":"k1"}"#, r#"{"sub":"alice"}"#);
+        assert_eq!(verify(&foreign, &set), Err(JwsError::BadSignature));
+    }
+
+    #[test]
+    fn refuses_none_unknown_keys_and_critical_headers() {
+        let key = SigningKey::generate(Algorithm::ES256).unwrap();
+        let set = keys(&key);
+        let none = format!(
+            "{}.{}.",
+            URL_SAFE_NO_PAD.encode(r#"{"alg":"none","kid":"k1"}"#),
+            URL_SAFE_NO_PAD.encode("{}")
+        );
+        assert!(matches!(
+            verify(&none, &set),
+            Err(JwsError::UnsupportedAlgorithm(_))
+        ));
+        let unknown = key.sign_raw(r#"{"alg":"ES256","kid":"k2"}"#, "{}");
+        assert_eq!(
+            verify(&unknown, &set),
+            Err(JwsError::UnknownKeyId("k2".into()))
+        );
+        let no_kid = key.sign_raw(r#"{"alg":"ES256"}"#, "{}");
+        assert_eq!(verify(&no_kid, &set), Err(JwsError::MissingKeyId));
+        let crit = key.sign_raw(r#"{"alg":"ES256","kid":"k1","crit":["x"]}"#, "{}");
+        assert_eq!(verify(&crit, &set), Err(JwsError::CriticalHeader));
+        let wrong_alg = key.sign_raw(r#"{"alg":"RS256","kid":"k1"}"#, "{}");
+        assert_eq!(
+            verify(&wrong_alg, &set),
+            Err(JwsError::KeyAlgorithmMismatch)
+        );
+        assert_eq!(verify("a.b", &set), Err(JwsError::Malformed));
+    }
+}

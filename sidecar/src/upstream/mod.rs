@@ -150,11 +150,12 @@ impl Upstream {
         }
     }
 
-    /// A short name for pages and logs: `OpenID provider` or `GitHub`.
-    pub fn display_name(&self) -> &'static str {
+    /// Whether `iss` (RFC 9207, on the callback) names this provider. GitHub sends none; an
+    /// OIDC provider's must equal its issuer.
+    pub fn is_issuer(&self, iss: &str) -> bool {
         match self {
-            Upstream::Oidc(_) => "your OpenID provider",
-            Upstream::Github(_) => "GitHub",
+            Upstream::Oidc(c) => c.is_issuer(iss),
+            Upstream::Github(_) => false,
         }
     }
 }

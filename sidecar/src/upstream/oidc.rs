@@ -95,6 +95,11 @@ impl OidcConnector {
         })
     }
 
+    /// Whether `iss` is this provider's issuer (trailing slash ignored).
+    pub fn is_issuer(&self, iss: &str) -> bool {
+        iss.trim_end_matches('/') == self.issuer.as_str().trim_end_matches('/')
+    }
+
     async fn metadata(&self) -> Result<&ProviderMetadata, UpstreamError> {
         self.metadata
             .get_or_try_init(|| async {
@@ -298,5 +303,104 @@ impl OidcConnector {
             email: string("email"),
             groups,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::UpstreamKind;
+
+    fn connector() -> OidcConnector {
+        let url = |s: &str| Url::parse(s).unwrap();
+        OidcConnector::new(config::Upstream {
+            kind: UpstreamKind::Oidc,
+            issuer: Some(url("https://op.example")),
+            client_id: "gateway".into(),
+            client_secret: None,
+            scopes: vec!["openid".into()],
+            groups_claim: "groups".into(),
+            github_url: url("https://github.com"),
+            github_api_url: url("https://api.github.com"),
+        })
+        .unwrap()
+    }
+
+    fn metadata() -> ProviderMetadata {
+        let url = |s: &str| Url::parse(s).unwrap();
+        ProviderMetadata {
+            issuer: "https://op.example".into(),
+            authorization_endpoint: url("https://op.example/auth"),
+            token_endpoint: url("https://op.example/token"),
+            jwks_uri: url("https://op.example/jwks"),
+            userinfo_endpoint: None,
+        }
+    }
+
+    fn secrets() -> LoginSecrets {
+        LoginSecrets {
+            state: "s".into(),
+            nonce: "the-nonce".into(),
+            verifier: "v".into(),
+        }
+    }
+
+    fn claims(patch: serde_json::Value) -> IdTokenClaims {
+        let mut base = serde_json::json!({
+            "iss": "https://op.example", "sub": "alice", "aud": "gateway",
+            "exp": 2000, "iat": 1000, "nonce": "the-nonce",
+            "preferred_username": "alice", "groups": ["engineering"],
+        });
+        if let (Some(b), Some(p)) = (base.as_object_mut(), patch.as_object()) {
+            for (k, v) in p {
+                b.insert(k.clone(), v.clone());
+            }
+        }
+        serde_json::from_value(base).unwrap()
+    }
+
+    #[test]
+    fn id_token_claims_are_checked() {
+        let c = connector();
+        let (m, s) = (metadata(), secrets());
+        assert!(
+            c.check_id_token(&m, &claims(serde_json::json!({})), &s, 1500)
+                .is_ok()
+        );
+        let refused = [
+            serde_json::json!({"iss": "https://evil.example"}),
+            serde_json::json!({"aud": "another-client"}),
+            serde_json::json!({"aud": ["gateway", "another-client"]}),
+            serde_json::json!({"azp": "another-client"}),
+            serde_json::json!({"nonce": "replayed"}),
+            serde_json::json!({"nonce": null}),
+            serde_json::json!({"exp": 1000}),
+            serde_json::json!({"iat": 9000}),
+        ];
+        for patch in refused {
+            let result = c.check_id_token(&m, &claims(patch.clone()), &s, 1500);
+            assert!(
+                matches!(result, Err(UpstreamError::IdToken(_))),
+                "{patch} accepted"
+            );
+        }
+        let both = serde_json::json!({"aud": ["gateway", "x"], "azp": "gateway"});
+        assert!(c.check_id_token(&m, &claims(both), &s, 1500).is_ok());
+    }
+
+    #[test]
+    fn user_comes_from_userinfo_with_id_token_fallback() {
+        let c = connector();
+        let id = claims(serde_json::json!({"email": "a@id.example"}));
+        let mut info = Map::new();
+        info.insert("sub".into(), "alice".into());
+        info.insert("groups".into(), serde_json::json!(["eng", 7, "ops"]));
+        let user = c.user(&id, &info);
+        assert_eq!(user.sub, "oidc:alice");
+        assert_eq!(user.login, "alice");
+        assert_eq!(user.email.as_deref(), Some("a@id.example"));
+        assert_eq!(user.groups, vec!["eng", "ops"]);
+        assert!(c.is_issuer("https://op.example/"));
+        assert!(!c.is_issuer("https://op.example.evil"));
     }
 }
