@@ -3,8 +3,10 @@
 //
 //   node tests/oidc/server.mjs            (PORT and the client settings from the environment)
 //
-// Environment (every variable is optional; run.py sets only PORT and so gets the defaults, which
-// match `make run`'s sidecar: public origin http://127.0.0.1:8080):
+// Environment (every variable is optional). `make run` (deploy/tools/run.py) sets PORT to a free
+// port, OIDC_CLIENT_ID / OIDC_CLIENT_SECRET to the values it also writes into the sidecar's
+// [upstream] (mcpgw / mcpgw-dev-secret) and OIDC_REDIRECT_URIS to <public_url>/oauth/callback;
+// the tests set all four the same way for their own sidecar:
 //   PORT                 listening port on 127.0.0.1                      (default 9090)
 //   ISSUER               the issuer URL                                   (default http://127.0.0.1:$PORT)
 //   OIDC_CLIENT_ID       the sidecar's client id                          (default mcpgw)
