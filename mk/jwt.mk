@@ -1,2 +1,23 @@
-# The JWT filter (issue: data plane, JWT).
-WASM_CRATES += mcpgw-filter-jwt
+# The JWT filter (issue 2: data plane, JWT). Its unit tests and its end-to-end tests in real Envoy
+# (filters/jwt/tests/) run in `make test`'s `cargo test --workspace`, after `make wasm` has built
+# dist/mcpgw_filter_jwt.wasm, which the tests load.
+WASM_CRATES   += mcpgw-filter-jwt
+BENCH_TARGETS += bench-jwt
+
+.PHONY: test-jwt bench-jwt
+
+test-jwt: $(VENV)/.stamp wasm ## Only the JWT part: core's verification tests and the filter in Envoy
+	@$(CARGO) test --locked -q -p mcpgw-core -p mcpgw-filter-jwt
+
+# The load generator: wrk from Debian's packages.
+.cache/wrk.stamp:
+	@mkdir -p .cache
+	@command -v wrk >/dev/null || { \
+	  echo "==> installing wrk from Debian's packages"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
+	@touch $@
+
+bench-jwt: $(VENV)/.stamp .cache/wrk.stamp wasm ## Envoy + our JWT module vs Envoy's native jwt_authn (wrk)
+	@echo "==> JWT filter vs native jwt_authn (MCPGW_BENCH_SECONDS=$${MCPGW_BENCH_SECONDS:-5} per row)"
+	@$(CARGO) bench --locked -q -p mcpgw-filter-jwt --bench envoy

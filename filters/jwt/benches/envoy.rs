@@ -1,0 +1,271 @@
+//! `make bench` (`cargo bench -p mcpgw-filter-jwt --bench envoy`): requests/s and p50/p99 latency
+//! through one real Envoy (one worker) whose listeners differ only in the authentication filter,
+//! side by side in one run, measured with `wrk` on loopback:
+//!
+//! - `none`: no authentication (the floor);
+//! - `jwt_authn`: Envoy's native JWT filter, without and with its `jwt_cache_config`;
+//! - `mcpgw`: our proxy-wasm module (V8), without (`cache_entries: 0`) and with its token cache.
+//!
+//! Same keys (inline JWKS on both sides), same tokens, same fixed `direct_response` upstream (so
+//! the upstream is never the bottleneck), at 1 and 32 connections; then, without caches, one row
+//! per signature algorithm (ES256, EdDSA, RS256). Ratios are ours / native.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // reason: a benchmark run fails by panicking
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use std::fmt::Write as _;
+use std::process::Command;
+
+use common::*;
+use mcpgw_core::jwk::Algorithm;
+use mcpgw_testkit::{Envoy, free_port};
+use serde_json::{Value, json};
+
+const AUDIENCE: &str = "http://127.0.0.1/bench/mcp";
+const PATH: &str = "/bench/mcp";
+
+/// Seconds each measurement runs (`MCPGW_BENCH_SECONDS`, default 5).
+fn seconds() -> u64 {
+    std::env::var("MCPGW_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5)
+}
+
+fn fixed_response() -> Value {
+    json!({ "match": { "prefix": "/" }, "direct_response": { "status": 200, "body": { "inline_string": "ok" } } })
+}
+
+/// Envoy's native `jwt_authn`, checking what ours checks and forwarding the same identity.
+fn native_filter(jwks: &str, cache: bool) -> Value {
+    let mut provider = json!({
+        "issuer": ISSUER,
+        "audiences": [AUDIENCE],
+        "local_jwks": { "inline_string": jwks },
+        "forward": false,
+        "claim_to_headers": [
+            { "header_name": "x-mcpgw-subject", "claim_name": "sub" },
+            { "header_name": "x-mcpgw-client-id", "claim_name": "client_id" },
+            { "header_name": "x-mcpgw-scopes", "claim_name": "scope" }
+        ]
+    });
+    if cache {
+        provider["jwt_cache_config"] = json!({ "jwt_cache_size": 4096 });
+    }
+    json!({
+        "name": "envoy.filters.http.jwt_authn",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication",
+            "providers": { "mcpgw": provider },
+            "rules": [{ "match": { "prefix": "/" }, "requires": { "provider_name": "mcpgw" } }]
+        }
+    })
+}
+
+/// Our module with inline keys; `cache_entries: 0` turns its token cache off.
+fn wasm_filter(vm_id: &str, jwks: &str, cache: bool) -> Value {
+    let config = json!({
+        "issuer": ISSUER,
+        "resources": [{
+            "canonical_url": AUDIENCE,
+            "path_prefix": PATH,
+            "scopes_required": ["mcp"]
+        }],
+        "jwks": { "inline": serde_json::from_str::<Value>(jwks).unwrap() },
+        "cache_entries": if cache { 4096 } else { 0 }
+    });
+    jwt_filter(vm_id, &config)
+}
+
+/// One `wrk` measurement.
+struct Measure {
+    rps: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
+fn micros(text: &str) -> f64 {
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (n, unit) = text.split_at(split);
+    let n: f64 = n.parse().unwrap_or(f64::NAN);
+    match unit {
+        "us" => n,
+        "ms" => n * 1e3,
+        "s" => n * 1e6,
+        _ => f64::NAN,
+    }
+}
+
+fn wrk(port: u16, token: &str, connections: u32, seconds: u64) -> Measure {
+    let out = Command::new("wrk")
+        .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
+        .args(["--latency", "-H", &format!("authorization: Bearer {token}")])
+        .arg(format!("http://127.0.0.1:{port}{PATH}"))
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run wrk ({e}): `make .cache/wrk.stamp` installs it"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && !text.contains("Non-2xx") && !text.contains("Socket errors"),
+        "wrk failed or saw errors:\n{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let field = |label: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(label).map(|v| v.trim().to_owned()))
+            .unwrap_or_else(|| panic!("no {label:?} in wrk's output:\n{text}"))
+    };
+    Measure {
+        rps: field("Requests/sec:").parse().unwrap_or(f64::NAN),
+        p50_us: micros(&field("50%")),
+        p99_us: micros(&field("99%")),
+    }
+}
+
+fn main() {
+    // `cargo test --all-targets` runs bench binaries without `--bench`: nothing to do then.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let secs = seconds();
+    let keys = [
+        Key::generate(Algorithm::ES256, "es256"),
+        Key::generate(Algorithm::EdDSA, "eddsa"),
+        Key::generate(Algorithm::RS256, "rs256"),
+    ];
+    let jwks_doc = jwks(&keys.iter().collect::<Vec<_>>());
+    let tokens: Vec<(&str, String)> = keys
+        .iter()
+        .map(|k| {
+            let mut c = claims(AUDIENCE, "mcp");
+            c.exp = now() + 86_400;
+            (k.key.algorithm().as_str(), k.sign(&c))
+        })
+        .collect();
+    let es256 = &tokens[0].1;
+
+    let variants: [(&str, Option<Value>); 5] = [
+        ("none", None),
+        ("jwt_authn", Some(native_filter(&jwks_doc, false))),
+        ("jwt_authn+cache", Some(native_filter(&jwks_doc, true))),
+        (
+            "mcpgw",
+            Some(wasm_filter("bench_nocache", &jwks_doc, false)),
+        ),
+        (
+            "mcpgw+cache",
+            Some(wasm_filter("bench_cache", &jwks_doc, true)),
+        ),
+    ];
+    let admin = free_port();
+    let mut ports = Vec::new();
+    let mut listeners = Vec::new();
+    for (name, filter) in &variants {
+        let port = free_port();
+        let filters = filter.iter().cloned().chain([router()]).collect();
+        listeners.push(listener(name, port, filters, vec![fixed_response()]));
+        ports.push((*name, port, filter.is_some()));
+    }
+    let envoy = Envoy::start(&bootstrap(admin, listeners, vec![]), admin, 1);
+
+    // Every authenticated listener refuses a request without a token and accepts the token.
+    for (name, port, auth) in &ports {
+        let ok = send(
+            *port,
+            "GET",
+            PATH,
+            &[("authorization", &format!("Bearer {es256}"))],
+        );
+        assert_eq!(ok.status, 200, "{name}: {ok:?}");
+        if *auth {
+            let denied = send(*port, "GET", PATH, &[]);
+            assert_eq!(denied.status, 401, "{name}: {denied:?}");
+        }
+    }
+
+    let wasm = wasm_path();
+    let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
+    let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "mcpgw JWT filter vs Envoy jwt_authn: one Envoy worker, wrk -t1, {secs}s per row, loopback, fixed response\nmodule {} = {size} bytes ({:.0} KiB)\n",
+        wasm.display(),
+        size as f64 / 1024.0
+    );
+    let _ = writeln!(
+        report,
+        "{:<18} {:>5} {:>10} {:>10} {:>10}",
+        "ES256 token", "conns", "req/s", "p50 µs", "p99 µs"
+    );
+    let mut results = std::collections::HashMap::new();
+    for connections in [1, 32] {
+        for (name, port, _) in &ports {
+            wrk(*port, es256, connections, 1); // warm-up
+            let m = wrk(*port, es256, connections, secs);
+            let _ = writeln!(
+                report,
+                "{name:<18} {connections:>5} {:>10.0} {:>10.0} {:>10.0}",
+                m.rps, m.p50_us, m.p99_us
+            );
+            results.insert((*name, connections), m);
+        }
+    }
+    let _ = writeln!(
+        report,
+        "\nratios (ours / native; >1 req/s is better, <1 p50 is better)"
+    );
+    for connections in [1, 32] {
+        let r = |n: &'static str| &results[&(n, connections)];
+        for (ours, native) in [
+            ("mcpgw", "jwt_authn"),
+            ("mcpgw+cache", "jwt_authn"),
+            ("mcpgw+cache", "jwt_authn+cache"),
+        ] {
+            let _ = writeln!(
+                report,
+                "  c={connections:<2} {ours:<12} vs {native:<16} req/s x{:.2}  p50 x{:.2}",
+                r(ours).rps / r(native).rps,
+                r(ours).p50_us / r(native).p50_us
+            );
+        }
+        let _ = writeln!(
+            report,
+            "  c={connections:<2} p50 added over no auth: mcpgw+cache {:+.0} µs, jwt_authn+cache {:+.0} µs, mcpgw {:+.0} µs, jwt_authn {:+.0} µs",
+            r("mcpgw+cache").p50_us - r("none").p50_us,
+            r("jwt_authn+cache").p50_us - r("none").p50_us,
+            r("mcpgw").p50_us - r("none").p50_us,
+            r("jwt_authn").p50_us - r("none").p50_us,
+        );
+    }
+
+    let _ = writeln!(
+        report,
+        "\nper algorithm, no caches, 1 connection (p50 over no auth = one signature check + claims)"
+    );
+    let floor = results[&("none", 1)].p50_us;
+    let port_of = |n: &str| ports.iter().find(|p| p.0 == n).map(|p| p.1).unwrap();
+    for (alg, token) in &tokens {
+        let native = wrk(port_of("jwt_authn"), token, 1, secs);
+        let ours = wrk(port_of("mcpgw"), token, 1, secs);
+        let _ = writeln!(
+            report,
+            "  {alg:<6} jwt_authn {:>7.0} req/s p50 {:>6.0} µs (+{:.0}) | mcpgw {:>7.0} req/s p50 {:>6.0} µs (+{:.0}) | ours/native req/s x{:.2}",
+            native.rps,
+            native.p50_us,
+            native.p50_us - floor,
+            ours.rps,
+            ours.p50_us,
+            ours.p50_us - floor,
+            ours.rps / native.rps
+        );
+    }
+    drop(envoy);
+    print!("{report}");
+    let out = mcpgw_testkit::workspace_root().join("target/bench-jwt.txt");
+    if std::fs::write(&out, &report).is_ok() {
+        println!("(also written to {})", out.display());
+    }
+}
