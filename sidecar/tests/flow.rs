@@ -216,6 +216,18 @@ path_prefix = "/memory/mcp"
     }
 }
 
+impl Sidecar {
+    /// A fresh browser that opened a valid authorization request and followed it to the
+    /// upstream provider's first page.
+    async fn open_login(&self, client_id: &str) -> (Browser, Answer) {
+        let mut browser = Browser::new();
+        let page = browser
+            .follow(&self.authorize_url(client_id, &[]), None)
+            .await;
+        (browser, page)
+    }
+}
+
 /// One HTTP answer, as the browser sees it.
 #[derive(Debug)]
 struct Answer {
@@ -372,11 +384,7 @@ fn client_redirect(answer: &Answer) -> HashMap<String, String> {
 async fn oidc_login_consent_and_code_bound_to_client_resource_and_user() {
     let sidecar = Sidecar::start(Login::Oidc).await;
     let client_id = sidecar.client("<script>alert('name')</script> Notes").await;
-    let mut browser = Browser::new();
-
-    let login_page = browser
-        .follow(&sidecar.authorize_url(&client_id, &[]), None)
-        .await;
+    let (mut browser, login_page) = sidecar.open_login(&client_id).await;
     assert!(login_page.url.contains("/interaction/"), "{login_page:?}");
     let consent = oidc_login(&mut browser, &login_page, "alice", "alice-password").await;
 
@@ -447,10 +455,7 @@ async fn user_outside_the_allow_list_is_refused_and_deny_is_honoured() {
     let sidecar = Sidecar::start(Login::Oidc).await;
     let client_id = sidecar.client("Notes").await;
 
-    let mut bob = Browser::new();
-    let page = bob
-        .follow(&sidecar.authorize_url(&client_id, &[]), None)
-        .await;
+    let (mut bob, page) = sidecar.open_login(&client_id).await;
     let refused = oidc_login(&mut bob, &page, "bob", "bob-password").await;
     let params = client_redirect(&refused);
     assert_eq!(params["error"], "access_denied");
@@ -458,10 +463,7 @@ async fn user_outside_the_allow_list_is_refused_and_deny_is_honoured() {
     assert_eq!(params["iss"], sidecar.issuer);
     assert!(!params.contains_key("code"));
 
-    let mut alice = Browser::new();
-    let page = alice
-        .follow(&sidecar.authorize_url(&client_id, &[]), None)
-        .await;
+    let (mut alice, page) = sidecar.open_login(&client_id).await;
     let consent = oidc_login(&mut alice, &page, "alice", "alice-password").await;
     let denied = answer_consent(&mut alice, &consent, "deny").await;
     assert_eq!(client_redirect(&denied)["error"], "access_denied");
@@ -471,10 +473,7 @@ async fn user_outside_the_allow_list_is_refused_and_deny_is_honoured() {
 async fn wrong_password_shows_the_form_again() {
     let sidecar = Sidecar::start(Login::Oidc).await;
     let client_id = sidecar.client("Notes").await;
-    let mut browser = Browser::new();
-    let page = browser
-        .follow(&sidecar.authorize_url(&client_id, &[]), None)
-        .await;
+    let (mut browser, page) = sidecar.open_login(&client_id).await;
     let again = oidc_login(&mut browser, &page, "alice", "wrong").await;
     assert_eq!(again.status, 401);
     assert!(again.body.contains("name=\"password\""));
@@ -484,10 +483,7 @@ async fn wrong_password_shows_the_form_again() {
 async fn callback_and_consent_are_bound_to_the_browser_and_single_use() {
     let sidecar = Sidecar::start(Login::Oidc).await;
     let client_id = sidecar.client("Notes").await;
-    let mut browser = Browser::new();
-    let page = browser
-        .follow(&sidecar.authorize_url(&client_id, &[]), None)
-        .await;
+    let (mut browser, page) = sidecar.open_login(&client_id).await;
     let action = attr_after(&page.body, "<form", "action");
     let target = Url::parse(&page.url).unwrap().join(&action).unwrap();
     // Stop at the redirect to the sidecar's callback and hand it to another browser.
@@ -544,10 +540,7 @@ async fn github_login_through_the_stand_in_with_orgs_teams_and_email() {
     let sidecar = Sidecar::start(Login::Github).await;
     let client_id = sidecar.client("Notes").await;
 
-    let mut browser = Browser::new();
-    let form = browser
-        .follow(&sidecar.authorize_url(&client_id, &[]), None)
-        .await;
+    let (mut browser, form) = sidecar.open_login(&client_id).await;
     assert_eq!(form.status, 200, "{form:?}");
     assert!(form.url.contains("/login/oauth/authorize"));
     let authorize = |page: &Answer, login: &'static str| {
@@ -582,10 +575,7 @@ async fn github_login_through_the_stand_in_with_orgs_teams_and_email() {
     assert_eq!(grant.user.groups, vec!["acme", "acme/platform"]);
 
     // mallory belongs to no allowed organisation or team.
-    let mut other = Browser::new();
-    let form = other
-        .follow(&sidecar.authorize_url(&client_id, &[]), None)
-        .await;
+    let (mut other, form) = sidecar.open_login(&client_id).await;
     let fields = authorize(&form, "mallory");
     let pairs: Vec<(&str, &str)> = fields
         .iter()
