@@ -339,7 +339,7 @@ def banner(cfg: render.Config, oidc_issuer: str | None) -> None:
   Connect a client, for example:
     Claude Code:      claude mcp add --transport http {first} {url}/{first}/mcp
     MCP Inspector:    npx @modelcontextprotocol/inspector   (URL {url}/{first}/mcp, Streamable HTTP)
-    Python SDK:       .venv/bin/python tests/py/connect.py {url}/{first}/mcp
+    Python SDK:       .venv/bin/python deploy/tools/connect.py {url}/{first}/mcp
   Logs: {cfg.state_dir.relative_to(ROOT)}/<process>.log
 """,
         flush=True,
