@@ -4,13 +4,18 @@
 //! loads the configuration, connects and serves.
 
 pub mod authorize;
+pub mod client_auth;
 pub mod config;
 pub mod discovery;
 pub mod error;
 pub mod html;
 pub mod keys;
+pub mod register;
+pub mod revoke;
 pub mod store;
+pub mod token;
 pub mod upstream;
+pub mod verify;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -88,9 +93,22 @@ pub fn key_storage(config: &Config, store: &Store) -> KeyStorage {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(discovery::routes())
+        .merge(register::routes())
+        .merge(token::routes())
+        .merge(revoke::routes())
+        .merge(verify::routes())
         // Mount point of the login part: GET /authorize, /oauth/* (sidecar/src/authorize/).
         .merge(authorize::routes())
+        .layer(axum::middleware::map_response(log_internal_error))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// Logs the cause of a 5xx that a handler put into the response (the client got a generic body).
+async fn log_internal_error(response: axum::response::Response) -> axum::response::Response {
+    if let Some(error::InternalCause(cause)) = response.extensions().get() {
+        tracing::error!(status = response.status().as_u16(), %cause, "request failed");
+    }
+    response
 }

@@ -109,7 +109,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     });
     let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(%listen, issuer = %state.config.issuer, "mcpgw-sidecar listening");
-    axum::serve(listener, router(state))
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     reloader.abort();

@@ -1,0 +1,146 @@
+//! `POST /revoke` (RFC 7009) and `POST /introspect` (RFC 7662). Both authenticate the client as
+//! the token endpoint does. Revocation answers 200 whether or not the token was known (§2.2) and
+//! only revokes tokens issued to the calling client; revoking a refresh token revokes its whole
+//! grant family. Introspection needs a confidential client and answers `{"active": false}` for
+//! anything expired, revoked, unknown or malformed.
+
+use axum::extract::State;
+use axum::extract::rejection::FormRejection;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Form, Json, Router};
+use mcpgw_core::auth::{VerifyOptions, verify_signature};
+use mcpgw_core::claims::AccessTokenClaims;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::client_auth::{self, Presented};
+use crate::error::{ErrorCode, OAuthError, no_store};
+use crate::token::form_error;
+use crate::{AppState, now};
+
+/// The revocation and introspection routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/revoke", post(revoke))
+        .route("/introspect", post(introspect))
+}
+
+/// The form of both endpoints.
+#[derive(Debug, Deserialize)]
+pub struct TokenParam {
+    token: Option<String>,
+    /// Accepted and not needed: both token kinds are looked up.
+    #[serde(rename = "token_type_hint")]
+    _token_type_hint: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+}
+
+async fn authenticated(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: Result<Form<TokenParam>, FormRejection>,
+) -> Result<(crate::store::Client, String), OAuthError> {
+    let Form(form) = form.map_err(form_error)?;
+    let presented = Presented::from_request(
+        headers,
+        form.client_id.as_deref(),
+        form.client_secret.as_deref(),
+    )?;
+    let client = client_auth::authenticate(state, &presented).await?;
+    let token = form
+        .token
+        .filter(|t| !t.is_empty())
+        .ok_or_else(|| OAuthError::new(ErrorCode::InvalidRequest, "token is required"))?;
+    Ok((client, token))
+}
+
+/// An access token's claims, if it is one of ours (signature and issuer checked; not time).
+fn access_claims(state: &AppState, token: &str) -> Option<AccessTokenClaims> {
+    let ring = state.keys.current();
+    let options = VerifyOptions::new(state.config.issuer.clone());
+    verify_signature(token, &ring.keyset, &options)
+        .ok()
+        .map(|v| v.claims)
+        .filter(|c| c.iss == state.config.issuer)
+}
+
+async fn revoke(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<TokenParam>, FormRejection>,
+) -> Result<Response, OAuthError> {
+    let (client, token) = authenticated(&state, &headers, form).await?;
+    // Both kinds are tried, so `token_type_hint` needs no reading (RFC 7009 §2.1 allows that).
+    if let Some(claims) = access_claims(&state, &token) {
+        if claims.client_id == client.client_id {
+            state.store.delete("token", &claims.jti).await?;
+            tracing::info!(client_id = %client.client_id, jti = %claims.jti, "revoked an access token");
+        }
+    } else if let Some(record) = state.store.get_refresh(&token).await?
+        && record.client_id == client.client_id
+    {
+        state.store.revoke_family(&record.family).await?;
+        tracing::info!(client_id = %client.client_id, family = %record.family, "revoked a refresh token and its family");
+    }
+    Ok(no_store(().into_response()))
+}
+
+async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    form: Result<Form<TokenParam>, FormRejection>,
+) -> Result<Response, OAuthError> {
+    let (client, token) = authenticated(&state, &headers, form).await?;
+    if client.is_public() {
+        return Err(OAuthError::new(
+            ErrorCode::InvalidClient,
+            "introspection requires a confidential client",
+        ));
+    }
+    let now = now();
+    let inactive = || no_store(Json(json!({ "active": false })).into_response());
+    if let Some(c) = access_claims(&state, &token) {
+        let live = c.exp > now && state.store.token_live(&c.jti).await?;
+        if !live {
+            return Ok(inactive());
+        }
+        return Ok(no_store(
+            Json(json!({
+                "active": true,
+                "token_type": "Bearer",
+                "scope": c.scope.to_space_separated(),
+                "client_id": c.client_id,
+                "username": c.preferred_username,
+                "sub": c.sub,
+                "aud": c.aud,
+                "iss": c.iss,
+                "exp": c.exp,
+                "iat": c.iat,
+                "nbf": c.nbf,
+                "jti": c.jti,
+                "groups": c.groups,
+            }))
+            .into_response(),
+        ));
+    }
+    match state.store.get_refresh(&token).await? {
+        Some(r) if r.exp > now => Ok(no_store(
+            Json(json!({
+                "active": true,
+                "token_type": "refresh_token",
+                "scope": r.scope.to_space_separated(),
+                "client_id": r.client_id,
+                "username": r.user.login,
+                "sub": r.user.sub,
+                "aud": r.resource,
+                "iss": state.config.issuer,
+                "exp": r.exp,
+            }))
+            .into_response(),
+        )),
+        _ => Ok(inactive()),
+    }
+}

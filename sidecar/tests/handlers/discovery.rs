@@ -1,0 +1,161 @@
+//! Discovery metadata, JWKS, key persistence and rotation, health and readiness.
+
+use axum::http::StatusCode;
+use mcpgw_core::jwk::{Algorithm, Jwks};
+use mcpgw_sidecar::config::Config;
+use mcpgw_sidecar::keys::{KeyStorage, rotate_stored};
+use mcpgw_testkit::scratch_dir;
+
+use crate::common::*;
+
+#[tokio::test]
+async fn metadata_lists_every_endpoint_and_capability() {
+    let app = App::start().await;
+    for path in [
+        "/.well-known/oauth-authorization-server",
+        "/.well-known/openid-configuration",
+    ] {
+        let r = app.get(path).await;
+        assert_eq!(r.status, StatusCode::OK);
+        let m = &r.json;
+        assert_eq!(m["issuer"], ISSUER);
+        for (field, endpoint) in [
+            ("authorization_endpoint", "/authorize"),
+            ("token_endpoint", "/token"),
+            ("registration_endpoint", "/register"),
+            ("revocation_endpoint", "/revoke"),
+            ("introspection_endpoint", "/introspect"),
+            ("jwks_uri", "/.well-known/jwks.json"),
+        ] {
+            assert_eq!(m[field], format!("{ISSUER}{endpoint}"), "{field}");
+        }
+        assert_eq!(
+            m["code_challenge_methods_supported"],
+            serde_json::json!(["S256"])
+        );
+        assert_eq!(
+            m["grant_types_supported"],
+            serde_json::json!(["authorization_code", "refresh_token"])
+        );
+        assert_eq!(m["response_types_supported"], serde_json::json!(["code"]));
+        assert_eq!(
+            m["token_endpoint_auth_methods_supported"],
+            serde_json::json!(["none", "client_secret_basic", "client_secret_post"])
+        );
+        assert_eq!(m["scopes_supported"], serde_json::json!(["memory"]));
+        assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+        assert_eq!(m["client_id_metadata_document_supported"], true);
+    }
+}
+
+#[tokio::test]
+async fn health_and_readiness() {
+    let app = App::start().await;
+    assert_eq!(app.get("/health").await.status, StatusCode::OK);
+    let r = app.get("/ready").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json["status"], "ready");
+}
+
+fn jwks(r: &Reply) -> Jwks {
+    serde_json::from_value(r.json.clone()).unwrap()
+}
+
+#[tokio::test]
+async fn keys_persist_across_restarts_and_rotation_keeps_the_previous_key() {
+    let text = config_text(&redis().url(), "", "");
+    let first = App::from_config(Config::from_toml(&text, |_| None).unwrap()).await;
+    let before = jwks(&first.get("/.well-known/jwks.json").await);
+    assert_eq!(before.keys.len(), 1);
+    assert_eq!(before.keys[0].alg.as_deref(), Some("ES256"));
+    // A restart (a new process state on the same Redis) publishes the same key.
+    let second = App::from_config(Config::from_toml(&text, |_| None).unwrap()).await;
+    assert_eq!(jwks(&second.get("/.well-known/jwks.json").await), before);
+
+    // A token signed before the rotation still verifies afterwards.
+    let (_, old) = second.tokens(EVERYTHING, "").await;
+    let old_token = old["access_token"].as_str().unwrap();
+    let new_kid = second
+        .state
+        .keys
+        .rotate(mcpgw_sidecar::now())
+        .await
+        .unwrap();
+    let after = jwks(&second.get("/.well-known/jwks.json").await);
+    assert_eq!(after.keys.len(), 2);
+    assert_eq!(after.keys[0].kid.as_deref(), Some(new_kid.as_str()));
+    assert_eq!(after.keys[1], before.keys[0]);
+    assert_eq!(
+        second
+            .verify("/everything/mcp", Some(old_token))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let (_, new) = second.tokens(EVERYTHING, "").await;
+    let header = new["access_token"]
+        .as_str()
+        .unwrap()
+        .split('.')
+        .next()
+        .unwrap()
+        .to_owned();
+    assert!(
+        String::from_utf8(
+            base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, header)
+                .unwrap()
+        )
+        .unwrap()
+        .contains(&new_kid)
+    );
+
+    // The other instance adopts the rotated ring on reload; a second rotation drops the oldest.
+    first.state.keys.reload().await.unwrap();
+    assert_eq!(jwks(&first.get("/.well-known/jwks.json").await), after);
+    first.state.keys.rotate(mcpgw_sidecar::now()).await.unwrap();
+    let third = jwks(&first.get("/.well-known/jwks.json").await);
+    assert_eq!(third.keys.len(), 2);
+    assert_eq!(third.keys[1], after.keys[0]);
+}
+
+#[tokio::test]
+async fn eddsa_and_rs256_keys_are_selectable_and_sign_verifiable_tokens() {
+    for (alg, kty) in [("EdDSA", "OKP"), ("RS256", "RSA")] {
+        let app = App::with_config(&format!("signing_alg = \"{alg}\""), "").await;
+        let keys = jwks(&app.get("/.well-known/jwks.json").await);
+        assert_eq!(keys.keys[0].kty, kty);
+        assert_eq!(keys.keys[0].alg.as_deref(), Some(alg));
+        let (_, t) = app.tokens(EVERYTHING, "").await;
+        let token = t["access_token"].as_str().unwrap();
+        assert_eq!(
+            app.verify("/everything/mcp", Some(token)).await.status,
+            StatusCode::OK
+        );
+    }
+}
+
+#[tokio::test]
+async fn keys_directory_persists_the_ring_in_a_private_file() {
+    let dir = scratch_dir().join(mcpgw_testkit::unique("keys"));
+    let top = format!("signing_keys_dir = \"{}\"", dir.display());
+    let a = App::with_config(&top, "").await;
+    let before = jwks(&a.get("/.well-known/jwks.json").await);
+    let file = dir.join("keys.json");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    // The rotate-keys command path: rotate the stored ring, then a fresh start sees both keys.
+    rotate_stored(
+        &KeyStorage::Dir(dir.clone()),
+        Algorithm::ES256,
+        mcpgw_sidecar::now(),
+    )
+    .await
+    .unwrap();
+    let b = App::with_config(&top, "").await;
+    let after = jwks(&b.get("/.well-known/jwks.json").await);
+    assert_eq!(after.keys.len(), 2);
+    assert_eq!(after.keys[1], before.keys[0]);
+}

@@ -1,0 +1,10 @@
+//! Handler tests: the sidecar's router through `tower::ServiceExt::oneshot` against a real Redis
+//! the tests start (testkit), one key prefix per test.
+
+#![allow(clippy::unwrap_used, clippy::panic)] // reason: test support fails by panicking
+
+mod common;
+mod discovery;
+mod register;
+mod token;
+mod verify;
