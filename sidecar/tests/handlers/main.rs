@@ -5,6 +5,7 @@
 
 mod common;
 mod discovery;
+mod process;
 mod register;
 mod token;
 mod verify;

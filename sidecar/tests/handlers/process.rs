@@ -1,0 +1,193 @@
+//! The `mcpgw-sidecar` binary itself: configuration errors at start, JSON logs without secrets,
+//! reconnecting after a Redis restart, graceful shutdown on SIGTERM.
+
+use std::process::Command;
+use std::time::Duration;
+
+use mcpgw_sidecar::store::Store;
+use mcpgw_testkit::{Proc, free_port, scratch_dir, unique};
+
+use crate::common::*;
+
+const SIGTERM: i32 = 15;
+
+fn sidecar(config: &str, port: u16, args: &[&str]) -> Proc {
+    let path = scratch_dir().join(format!("{}.toml", unique("sidecar-config")));
+    std::fs::write(&path, config).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcpgw-sidecar"));
+    cmd.arg("--config")
+        .arg(&path)
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"));
+    cmd.args(args).env("MCPGW_LOG", "debug");
+    Proc::spawn("sidecar", cmd)
+}
+
+fn redis_on(port: u16) -> Proc {
+    let mut cmd = Command::new("redis-server");
+    cmd.args([
+        "--port",
+        &port.to_string(),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]);
+    let mut p = Proc::spawn("redis", cmd);
+    p.wait_ready(port, Duration::from_secs(10));
+    p
+}
+
+#[test]
+fn a_bad_configuration_stops_the_start_naming_each_field() {
+    let mut p = sidecar(
+        "issuer = \"ftp://x\"\nredis_url = \"redis://127.0.0.1:1\"\n[tokens]\naccess_token_lifetime = \"soon\"\n",
+        free_port(),
+        &[],
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(Some(2)));
+    let log = p.log();
+    assert!(
+        log.contains("access_token_lifetime") && log.contains("not a duration"),
+        "{log}"
+    );
+    let mut p = sidecar(
+        "issuer = \"ftp://x\"\nredis_url = \"redis://127.0.0.1:1\"\n",
+        free_port(),
+        &["check-config"],
+    );
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(Some(2)));
+    assert!(
+        p.log()
+            .contains("issuer: must be an absolute http or https URL"),
+        "{}",
+        p.log()
+    );
+}
+
+#[tokio::test]
+async fn serves_logs_json_without_secrets_survives_a_redis_restart_and_stops_gracefully() {
+    let redis_port = free_port();
+    let mut redis = redis_on(redis_port);
+    let redis_url = format!("redis://127.0.0.1:{redis_port}");
+    let config = config_text(&redis_url, "", "[registration]\nmode = \"open\"\n");
+    let prefix = config
+        .lines()
+        .find_map(|l| l.strip_prefix("key_prefix = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_owned();
+    let port = free_port();
+    let mut p = sidecar(&config, port, &[]);
+    p.wait_ready(port, Duration::from_secs(20));
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    // A whole token exchange through the process.
+    let client: serde_json::Value = http
+        .post(format!("{base}/register"))
+        .json(&serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let client_id = client["client_id"].as_str().unwrap();
+    let store = Store::connect(&redis_url, &prefix).await.unwrap();
+    let code = unique("code") + "-secret-code-value";
+    let grant = mcpgw_sidecar::store::CodeGrant {
+        client_id: client_id.to_owned(),
+        redirect_uri: REDIRECT.to_owned(),
+        code_challenge: challenge(VERIFIER),
+        resource: EVERYTHING.to_owned(),
+        scope: Default::default(),
+        user: alice(),
+        issued_at: mcpgw_sidecar::now(),
+    };
+    store
+        .put_code(&code, &grant, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client_id),
+        ("code", &code),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+    ];
+    let tokens: serde_json::Value = http
+        .post(format!("{base}/token"))
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let access = tokens["access_token"].as_str().unwrap().to_owned();
+    let verify = |token: String| {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            http.get(format!("{base}/verify"))
+                .header("x-forwarded-host", "127.0.0.1:8080")
+                .header("x-forwarded-uri", "/everything/mcp")
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(verify(access.clone()).await, 200);
+
+    // Redis goes away: not ready, /verify fails closed; it comes back: everything works again.
+    redis.stop();
+    let ready = || {
+        let http = http.clone();
+        let base = base.clone();
+        async move {
+            http.get(format!("{base}/ready"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(ready().await, 503);
+    assert_eq!(verify(access.clone()).await, 503);
+    let _redis = redis_on(redis_port);
+    let mut ok = false;
+    for _ in 0..50 {
+        if ready().await == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "no reconnect after the Redis restart:\n{}", p.log());
+
+    p.signal(SIGTERM);
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(Some(0)));
+    let log = p.log();
+    for secret in [
+        code.as_str(),
+        VERIFIER,
+        access.as_str(),
+        tokens["refresh_token"].as_str().unwrap(),
+        client["registration_access_token"].as_str().unwrap(),
+    ] {
+        assert!(!log.contains(secret), "a secret reached the log");
+    }
+    let lines: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(lines.iter().any(|l| l.contains("issued an access token")));
+    for line in lines {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|_| panic!("not JSON: {line}"));
+    }
+}
