@@ -424,10 +424,8 @@ pub async fn forward_request(
     hook: Option<ResponseHook>,
 ) -> Response {
     let finish = move |mut m: Value| {
-        if let Some(h) = &hook {
-            if m.get("result").is_some() {
-                h(&mut m);
-            }
+        if let Some(h) = hook.as_ref().filter(|_| m.get("result").is_some()) {
+            h(&mut m);
         }
         m
     };
