@@ -183,6 +183,17 @@ def load_config(path: Path) -> Config:
     )
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes shared values (gateway.yaml's `&no_policy` anchor) out in full: plain YAML."""
+
+    def ignore_aliases(self, data) -> bool:
+        return True
+
+
+def dump(doc: dict) -> str:
+    return yaml.dump(doc, Dumper=_Dumper, sort_keys=False, width=100)
+
+
 def load_gateway() -> dict:
     return yaml.safe_load(GATEWAY.read_text())
 
@@ -439,8 +450,8 @@ def k8s_files(cfg: Config) -> dict[Path, str]:
     envoy = render_k8s(load_gateway(), cfg)
     plugins = render_wasmplugins(envoy)
     return {
-        K8S_ENVOY: HEADER + yaml.safe_dump(envoy, sort_keys=False, width=100),
-        K8S_WASMPLUGINS: HEADER + yaml.safe_dump_all(plugins, sort_keys=False, width=100),
+        K8S_ENVOY: HEADER + dump(envoy),
+        K8S_WASMPLUGINS: HEADER + yaml.dump_all(plugins, Dumper=_Dumper, sort_keys=False, width=100),
     }
 
 

@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -110,6 +111,19 @@ class Supervisor:
                 return
             time.sleep(0.05)
         raise Stop(f"{child.name} did not listen on {port} within {START_TIMEOUT:.0f}s; see {child.log}")
+
+    def wait_ok(self, child: Child, url: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            self.check()
+            try:
+                with urllib.request.urlopen(url, timeout=2) as r:
+                    if r.status == 200:
+                        return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise Stop(f"{url} did not answer 200 within {START_TIMEOUT:.0f}s; see {child.log}")
 
     def stop_all(self) -> None:
         for c in reversed(self.children):
@@ -289,10 +303,13 @@ def run(cfg: render.Config, sup: Supervisor, bin_dir: Path) -> None:
                         servers=bridges, protected=render.resources(cfg.public_url, cfg.enabled_servers()),
                         policy_config=render.policy(cfg.enabled_servers()),
                         sidecar=("127.0.0.1", sidecar_port), admin_port=free_port())
-    envoy_yaml.write_text(yaml.safe_dump(doc, sort_keys=False))
+    envoy_yaml.write_text(render.dump(doc))
     envoy = sup.start("envoy", [str(ROOT / ".venv/bin/envoy"), "-c", str(envoy_yaml),
                                 "--use-dynamic-base-id", "--log-level", "warn"])
     sup.wait_port(envoy, cfg.port)
+    # Listening is not serving yet: the modules load on the workers and fetch the JWKS. Ready is
+    # the authorization server metadata answering through Envoy.
+    sup.wait_ok(envoy, f"http://127.0.0.1:{cfg.port}/.well-known/oauth-authorization-server")
     # Written last: its presence says everything is up (tests wait for it).
     stack = {
         "public_url": cfg.public_url,
@@ -340,10 +357,15 @@ def banner(cfg: render.Config, oidc_issuer: str | None) -> None:
     Claude Code:      claude mcp add --transport http {first} {url}/{first}/mcp
     MCP Inspector:    npx @modelcontextprotocol/inspector   (URL {url}/{first}/mcp, Streamable HTTP)
     Python SDK:       .venv/bin/python deploy/tools/connect.py {url}/{first}/mcp
-  Logs: {cfg.state_dir.relative_to(ROOT)}/<process>.log
+  Logs: {shown(cfg.state_dir)}/<process>.log
 """,
         flush=True,
     )
+
+
+def shown(path: Path) -> Path:
+    """`path` relative to the repository when it is inside it."""
+    return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
 def test_users() -> str:
