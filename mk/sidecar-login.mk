@@ -2,6 +2,8 @@
 # dynamic registration, PKCE login at the local OpenID provider, consent, token, refresh) against
 # the real sidecar binary, a real Redis and tests/oidc (tests/py/oauth_flow.py). The Rust flow
 # tests (sidecar/tests/flow.rs) run in `cargo test --workspace`.
+TEST_TARGETS += test-sidecar-login
+
 .PHONY: test-sidecar-login
 
 test-sidecar-login: $(VENV)/.stamp node_modules/.stamp .cache/redis.stamp ## The MCP SDK's OAuth client against the sidecar

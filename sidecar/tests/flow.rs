@@ -226,6 +226,26 @@ impl Sidecar {
             .await;
         (browser, page)
     }
+
+    /// Signs alice in on the provider's form shown on `page` and stops at the redirect to the
+    /// sidecar's callback, returning its URL.
+    async fn until_callback(&self, browser: &mut Browser, page: &Answer) -> String {
+        let action = attr_after(&page.body, "<form", "action");
+        let target = Url::parse(&page.url).unwrap().join(&action).unwrap();
+        let mut answer = browser
+            .send(
+                target.as_str(),
+                Some(&[("login", "alice"), ("password", "alice-password")]),
+            )
+            .await;
+        while let Some(next) = answer.location.clone() {
+            if next.starts_with(&format!("{}/oauth/callback", self.issuer)) {
+                return next;
+            }
+            answer = browser.send(&next, None).await;
+        }
+        panic!("no redirect to the callback: {answer:?}")
+    }
 }
 
 /// One HTTP answer, as the browser sees it.
@@ -484,22 +504,8 @@ async fn callback_and_consent_are_bound_to_the_browser_and_single_use() {
     let sidecar = Sidecar::start(Login::Oidc).await;
     let client_id = sidecar.client("Notes").await;
     let (mut browser, page) = sidecar.open_login(&client_id).await;
-    let action = attr_after(&page.body, "<form", "action");
-    let target = Url::parse(&page.url).unwrap().join(&action).unwrap();
     // Stop at the redirect to the sidecar's callback and hand it to another browser.
-    let mut answer = browser
-        .send(
-            target.as_str(),
-            Some(&[("login", "alice"), ("password", "alice-password")]),
-        )
-        .await;
-    while let Some(next) = answer.location.clone() {
-        if next.starts_with(&format!("{}/oauth/callback", sidecar.issuer)) {
-            break;
-        }
-        answer = browser.send(&next, None).await;
-    }
-    let callback = answer.location.clone().expect("redirect to the callback");
+    let callback = sidecar.until_callback(&mut browser, &page).await;
     let mut attacker = Browser::new();
     let stolen = attacker.send(&callback, None).await;
     assert_html_page(&stolen, 403);
@@ -776,4 +782,26 @@ async fn client_id_metadata_document_is_fetched_and_its_redirect_uris_enforced()
         .send(&sidecar.authorize_url(&doc_url, &[("resource", "x")]), None)
         .await;
     assert_eq!(client_redirect(&right)["error"], "invalid_target");
+}
+
+#[tokio::test]
+async fn callback_naming_another_issuer_is_refused_as_a_mix_up() {
+    let sidecar = Sidecar::start(Login::Oidc).await;
+    let client_id = sidecar.client("Notes").await;
+    let (mut browser, page) = sidecar.open_login(&client_id).await;
+    let callback = sidecar.until_callback(&mut browser, &page).await;
+    let mut url = Url::parse(&callback).unwrap();
+    let params: Vec<(String, String)> = url
+        .query_pairs()
+        .into_owned()
+        .filter(|(k, _)| k != "iss")
+        .collect();
+    url.query_pairs_mut()
+        .clear()
+        .extend_pairs(params)
+        .append_pair("iss", "http://127.0.0.1:1");
+    let refused = browser.send(url.as_str(), None).await;
+    let params = client_redirect(&refused);
+    assert_eq!(params["error"], "access_denied");
+    assert!(!params.contains_key("code"));
 }

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::config::ClientMetadataConfig;
+use crate::register::check_redirect_uri;
 use crate::store::{Client, TokenEndpointAuthMethod};
 use crate::upstream::read_limited;
 
@@ -208,23 +209,6 @@ fn is_public_v4(ip: Ipv4Addr) -> bool {
         || a >= 240) // reserved
 }
 
-/// Whether a redirect URI is acceptable: https; http on a loopback host; or a private-use
-/// scheme (`com.example.app:/cb`). No fragment.
-pub fn valid_redirect_uri(uri: &str) -> bool {
-    let Ok(url) = Url::parse(uri) else {
-        return false;
-    };
-    if url.fragment().is_some() {
-        return false;
-    }
-    match url.scheme() {
-        "https" => url.host().is_some(),
-        "http" => matches!(url.host_str(), Some("localhost" | "127.0.0.1" | "[::1]")),
-        // Private-use schemes contain a dot (RFC 8252 §7.1); javascript:, data: etc. do not.
-        scheme => scheme.contains('.'),
-    }
-}
-
 fn into_client(d: Document, client_id: &str) -> Result<Client, DocumentError> {
     let invalid = |m: &str| Err(DocumentError::Invalid(m.into()));
     if d.client_id != client_id {
@@ -233,10 +217,9 @@ fn into_client(d: Document, client_id: &str) -> Result<Client, DocumentError> {
     if d.redirect_uris.is_empty() {
         return invalid("redirect_uris is empty");
     }
-    if let Some(bad) = d.redirect_uris.iter().find(|u| !valid_redirect_uri(u)) {
-        return Err(DocumentError::Invalid(format!(
-            "redirect URI `{bad}` is not acceptable"
-        )));
+    // The same rules as dynamic registration (OAuth 2.1 §2.3.1, RFC 8252 §7).
+    for uri in &d.redirect_uris {
+        check_redirect_uri(uri).map_err(|e| DocumentError::Invalid(e.description))?;
     }
     match d.token_endpoint_auth_method.as_deref() {
         None | Some("none") => {}
@@ -338,12 +321,35 @@ mod tests {
     }
 
     #[test]
-    fn redirect_uris_follow_oauth_2_1() {
-        assert!(valid_redirect_uri("https://app.example/cb"));
-        assert!(valid_redirect_uri("http://127.0.0.1:9/cb"));
-        assert!(valid_redirect_uri("com.example.app:/cb"));
-        assert!(!valid_redirect_uri("http://app.example/cb"));
-        assert!(!valid_redirect_uri("https://app.example/cb#x"));
-        assert!(!valid_redirect_uri("javascript:alert(1)"));
+    fn documents_must_describe_a_public_client_at_their_own_url() {
+        let url = "https://app.example/client.json";
+        let doc = |patch: serde_json::Value| {
+            let mut base = serde_json::json!({
+                "client_id": url, "redirect_uris": ["https://app.example/cb"],
+            });
+            if let (Some(b), Some(p)) = (base.as_object_mut(), patch.as_object()) {
+                b.extend(p.clone());
+            }
+            serde_json::from_value::<Document>(base).unwrap()
+        };
+        let client = into_client(doc(serde_json::json!({})), url).unwrap();
+        assert_eq!(
+            client.token_endpoint_auth_method,
+            TokenEndpointAuthMethod::None
+        );
+        assert_eq!(client.grant_types, vec!["authorization_code"]);
+        for bad in [
+            serde_json::json!({"client_id": "https://evil.example/client.json"}),
+            serde_json::json!({"redirect_uris": []}),
+            serde_json::json!({"redirect_uris": ["http://app.example/cb"]}),
+            serde_json::json!({"redirect_uris": ["https://app.example/cb#frag"]}),
+            serde_json::json!({"token_endpoint_auth_method": "client_secret_basic"}),
+            serde_json::json!({"grant_types": ["client_credentials"]}),
+        ] {
+            assert!(
+                into_client(doc(bad.clone()), url).is_err(),
+                "{bad} accepted"
+            );
+        }
     }
 }

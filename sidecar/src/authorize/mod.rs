@@ -571,6 +571,16 @@ async fn finish_login(
             "no login code was returned",
         ));
     };
+    // RFC 9207 §2.4: an `iss` that is not our provider's means a mix-up; never redeem the code.
+    if let Some(iss) = &query.iss
+        && !upstream.is_issuer(iss)
+    {
+        tracing::warn!(%iss, "callback names another issuer");
+        return Err(redirect(
+            ErrorCode::AccessDenied,
+            "the login answer came from another identity provider",
+        ));
+    }
     let secrets = LoginSecrets {
         state: upstream_state,
         nonce: pending.nonce,
