@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::process::{ChildStdin, Command};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{Mutex as AsyncMutex, mpsc, watch};
 use tracing::{debug, info, warn};
 
 /// JSON-RPC error code for "the MCP server process is gone" (implementation-defined range).
@@ -75,7 +75,9 @@ pub enum ChildError {
 /// A running child process.
 pub struct Child {
     pid: i32,
-    stdin: mpsc::Sender<Vec<u8>>,
+    /// The child's stdin; `None` once a write failed. Locked in FIFO order, so lines go out in
+    /// the order `send` was called.
+    stdin: Arc<AsyncMutex<Option<ChildStdin>>>,
     pending: Mutex<HashMap<u64, Pending>>,
     next_id: AtomicU64,
     owner: Mutex<Option<std::sync::Weak<dyn Owner>>>,
@@ -174,12 +176,11 @@ impl Child {
                 "missing stdio pipe",
             )));
         };
-        let (stdin_tx, stdin_rx) = mpsc::channel::<Vec<u8>>(256);
         let (dead_tx, dead) = watch::channel(false);
         let (reaped_tx, reaped) = watch::channel(false);
         let child = Arc::new(Child {
             pid,
-            stdin: stdin_tx,
+            stdin: Arc::new(AsyncMutex::new(Some(stdin))),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             owner: Mutex::new(None),
@@ -194,7 +195,6 @@ impl Child {
         registry.children.push(Arc::downgrade(&child));
         drop(registry);
         debug!(pid, %label, "child started");
-        tokio::spawn(write_loop(stdin, stdin_rx, Arc::downgrade(&child)));
         tokio::spawn(read_loop(
             stdout,
             Arc::clone(&child),
@@ -272,10 +272,21 @@ impl Child {
     }
 
     /// Sends a message as is (notifications, responses to the child's requests).
+    ///
+    /// A line up to `PIPE_BUF` bytes is written in place: a pipe write that small is atomic, so
+    /// a caller cancelled mid-way (its client went away) never leaves half a line behind. A
+    /// longer line is written by a task of its own that owns the lock until the line is out.
     pub async fn send(&self, msg: &Value) -> Result<(), ChildError> {
         let mut line = serde_json::to_vec(msg).map_err(|_| ChildError::Exited)?;
         line.push(b'\n');
-        self.stdin.send(line).await.map_err(|_| ChildError::Exited)
+        let mut stdin = Arc::clone(&self.stdin).lock_owned().await;
+        if line.len() <= libc::PIPE_BUF {
+            return write_line(&mut stdin, &line, &self.label).await;
+        }
+        let label = self.label.clone();
+        tokio::spawn(async move { write_line(&mut stdin, &line, &label).await })
+            .await
+            .unwrap_or(Err(ChildError::Exited))
     }
 
     /// Drops a pending request and tells the child it is cancelled.
@@ -477,27 +488,21 @@ pub fn error_response(id: Value, code: i64, message: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}})
 }
 
-async fn write_loop(
-    mut stdin: ChildStdin,
-    mut rx: mpsc::Receiver<Vec<u8>>,
-    child: std::sync::Weak<Child>,
-) {
-    while let Some(line) = rx.recv().await {
-        // Write whatever else is queued in the same syscall batch.
-        let mut ok = stdin.write_all(&line).await.is_ok();
-        while ok {
-            match rx.try_recv() {
-                Ok(more) => ok = stdin.write_all(&more).await.is_ok(),
-                Err(_) => break,
-            }
-        }
-        if !ok || stdin.flush().await.is_err() {
-            if let Some(c) = child.upgrade() {
-                debug!(label = %c.label, "child stdin closed");
-            }
-            return;
-        }
+/// Writes one line to the child's stdin; a failed write closes it for good.
+async fn write_line(
+    stdin: &mut Option<ChildStdin>,
+    line: &[u8],
+    label: &str,
+) -> Result<(), ChildError> {
+    let Some(pipe) = stdin.as_mut() else {
+        return Err(ChildError::Exited);
+    };
+    if pipe.write_all(line).await.is_err() {
+        debug!(%label, "child stdin closed");
+        *stdin = None;
+        return Err(ChildError::Exited);
     }
+    Ok(())
 }
 
 async fn read_loop(

@@ -385,3 +385,35 @@ async fn readiness_fails_when_the_command_cannot_start() {
     assert_eq!(r.status, 502);
     assert_eq!(r.json()["id"], 0);
 }
+
+#[tokio::test]
+async fn large_messages_round_trip_intact_under_concurrency() {
+    let b = Bridge::echo(&[], &[]);
+    let mut c = b.client().await;
+    let s = c.initialize(VERSION).await;
+    let mut tasks = Vec::new();
+    for conn in 0..4u64 {
+        let mut c = b.client().await;
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10u64 {
+                let id = conn * 100 + i;
+                // Far beyond PIPE_BUF in both directions, mixed with small calls.
+                let blob = format!("{id}:").repeat(20_000);
+                let v = c
+                    .post(&s, &request(id, "ping", json!({"blob": blob})))
+                    .await
+                    .json();
+                assert_eq!(v["id"], id);
+                assert_eq!(v["result"]["blob"], blob);
+                let small = c
+                    .post(&s, &request(id + 50, "ping", json!({"n": id})))
+                    .await;
+                assert_eq!(small.json()["result"]["n"], id);
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap_or_else(|e| panic!("{e}"));
+    }
+}
