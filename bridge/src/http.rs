@@ -454,7 +454,9 @@ pub async fn forward_request(
         .cfg
         .request_timeout()
         .map(|t| tokio::time::Instant::now() + t);
+    let abandoned = CancelOnDrop(Some((Arc::clone(child), bridge_id)));
     let first = recv_until(&mut rx, deadline).await;
+    abandoned.disarm();
     let first = match first {
         Some(m) => m,
         None => return timed_out_or_gone(child, bridge_id, client_id, deadline).await,
@@ -512,6 +514,24 @@ pub async fn forward_request(
                 }
             });
             sse_response(Vec::new(), Some(body))
+        }
+    }
+}
+
+/// Cancels a request at the child when the exchange waiting for its first answer is dropped (the
+/// client went away), so abandoned requests of a silent child never pile up as in flight.
+struct CancelOnDrop(Option<(Arc<Child>, u64)>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some((child, id)) = self.0.take() {
+            tokio::spawn(async move { child.cancel(id, "the client went away").await });
         }
     }
 }

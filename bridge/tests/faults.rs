@@ -255,3 +255,28 @@ async fn sigterm_drains_in_flight_requests_and_leaves_no_child_behind() {
         assert!(!exists(pid), "child {pid} outlived the bridge");
     }
 }
+
+#[tokio::test]
+async fn idle_sessions_close_and_abandoned_requests_do_not_keep_them_open() {
+    let b = Bridge::echo(&["--idle-timeout", "1s"], &[("ECHO_SILENT_METHOD", "hang")]);
+    let mut c = b.client().await;
+    let s = c.initialize(VERSION).await;
+    let pid = child_pid(&mut c, &s).await;
+    {
+        // A request the child never answers, abandoned by its client.
+        let mut gone = b.client().await;
+        let (h, hang) = (session_headers(&s), request(1, "hang", json!({})));
+        let waiting = gone.send("POST", "/mcp", &h, Some(&hang));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), waiting)
+                .await
+                .is_err()
+        );
+    }
+    // The request was cancelled, so nothing is in flight and the idle session closes.
+    assert!(
+        eventually(NET, || !is_alive(pid)).await,
+        "the idle session's child is still running"
+    );
+    assert_eq!(c.post(&s, &request(2, "ping", json!({}))).await.status, 404);
+}
