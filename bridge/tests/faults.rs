@@ -122,25 +122,18 @@ async fn ten_thousand_calls_in_one_session() {
     let b = Bridge::echo(&[], &[]);
     let mut c = b.client().await;
     let s = c.initialize(VERSION).await;
-    let mut tasks = Vec::new();
-    for conn in 0..4u64 {
-        let mut c = b.client().await;
-        let s = s.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..2500u64 {
-                let id = conn * 10_000 + i;
-                let v = c
-                    .post(&s, &request(id, "ping", json!({"n": id})))
-                    .await
-                    .json();
-                assert_eq!(v["id"], id);
-                assert_eq!(v["result"]["n"], id);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap_or_else(|e| panic!("{e}"));
-    }
+    on_connections(&b, &s, 4, |mut c, s, conn| async move {
+        for i in 0..2500u64 {
+            let id = conn * 10_000 + i;
+            let v = c
+                .post(&s, &request(id, "ping", json!({"n": id})))
+                .await
+                .json();
+            assert_eq!(v["id"], id);
+            assert_eq!(v["result"]["n"], id);
+        }
+    })
+    .await;
     // Nothing is left pending and the session still answers.
     let v = c
         .post(&s, &request(1, "tools/list", json!({})))

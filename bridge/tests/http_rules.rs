@@ -43,14 +43,7 @@ async fn unknown_session_is_404() {
         .post("0123456789abcdef", &request(1, "tools/list", json!({})))
         .await;
     assert_eq!(r.status, 404);
-    let get = c
-        .call(
-            "GET",
-            &[("accept", "text/event-stream"), ("mcp-session-id", "nope")],
-            None,
-        )
-        .await;
-    assert_eq!(get.status, 404);
+    assert_eq!(c.get("nope", &[]).await.status, 404);
 }
 
 #[tokio::test]
@@ -63,12 +56,7 @@ async fn missing_session_is_400() {
         .call("POST", &h, Some(&request(1, "tools/list", json!({}))))
         .await;
     assert_eq!(r.status, 400);
-    assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("Mcp-Session-Id")
-    );
+    assert!(r.error_message().contains("Mcp-Session-Id"));
 }
 
 #[tokio::test]
@@ -83,12 +71,7 @@ async fn unsupported_protocol_version_is_400() {
         .call("POST", &h, Some(&request(1, "tools/list", json!({}))))
         .await;
     assert_eq!(r.status, 400);
-    assert!(
-        r.json()["error"]["message"]
-            .as_str()
-            .unwrap_or("")
-            .contains("1999-01-01")
-    );
+    assert!(r.error_message().contains("1999-01-01"));
     // Without the header the session still answers (absent means 2025-03-26).
     let mut h = base_headers();
     h.push(("mcp-session-id", &s));
@@ -116,17 +99,7 @@ async fn foreign_origin_is_403_unless_allowed() {
         assert_eq!(r.status, status, "origin {origin}");
     }
     let s = c.initialize(VERSION).await;
-    let get = c
-        .call(
-            "GET",
-            &[
-                ("accept", "text/event-stream"),
-                ("mcp-session-id", &s),
-                ("origin", "https://evil.example"),
-            ],
-            None,
-        )
-        .await;
+    let get = c.get(&s, &[("origin", "https://evil.example")]).await;
     assert_eq!(get.status, 403);
 }
 
@@ -391,29 +364,22 @@ async fn large_messages_round_trip_intact_under_concurrency() {
     let b = Bridge::echo(&[], &[]);
     let mut c = b.client().await;
     let s = c.initialize(VERSION).await;
-    let mut tasks = Vec::new();
-    for conn in 0..4u64 {
-        let mut c = b.client().await;
-        let s = s.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in 0..10u64 {
-                let id = conn * 100 + i;
-                // Far beyond PIPE_BUF in both directions, mixed with small calls.
-                let blob = format!("{id}:").repeat(20_000);
-                let v = c
-                    .post(&s, &request(id, "ping", json!({"blob": blob})))
-                    .await
-                    .json();
-                assert_eq!(v["id"], id);
-                assert_eq!(v["result"]["blob"], blob);
-                let small = c
-                    .post(&s, &request(id + 50, "ping", json!({"n": id})))
-                    .await;
-                assert_eq!(small.json()["result"]["n"], id);
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap_or_else(|e| panic!("{e}"));
-    }
+    on_connections(&b, &s, 4, |mut c, s, conn| async move {
+        for i in 0..10u64 {
+            let id = conn * 100 + i;
+            // Far beyond PIPE_BUF in both directions, mixed with small calls.
+            let blob = format!("{id}:").repeat(20_000);
+            let v = c
+                .post(&s, &request(id, "ping", json!({"blob": blob})))
+                .await
+                .json();
+            assert_eq!(v["id"], id);
+            assert_eq!(v["result"]["blob"], blob);
+            let small = c
+                .post(&s, &request(id + 50, "ping", json!({"n": id})))
+                .await;
+            assert_eq!(small.json()["result"]["n"], id);
+        }
+    })
+    .await;
 }

@@ -118,12 +118,19 @@ def bridge_factory(tmp_path: Path) -> Iterator:
         b.stop()
 
 
+def module_bridge(
+    tmp_path_factory: pytest.TempPathFactory, name: str, child: Sequence[str], env: dict[str, str] | None = None
+) -> Iterator[Bridge]:
+    """For module-scoped fixtures: one bridge shared by a module's tests, stopped after them."""
+    b = start_bridge(child, tmp_path_factory.mktemp(name) / "bridge.log", env=env)
+    yield b
+    b.stop()
+
+
 @pytest.fixture(scope="module")
 def everything(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
     """One bridge in front of server-everything, shared by a module's tests."""
-    b = start_bridge(EVERYTHING, tmp_path_factory.mktemp("everything") / "bridge.log")
-    yield b
-    b.stop()
+    yield from module_bridge(tmp_path_factory, "everything", EVERYTHING)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import mcp_types as types
 import pytest
-from conftest import MEMORY, REVISIONS, TIME, Bridge, start_bridge
+from conftest import MEMORY, REVISIONS, TIME, Bridge, module_bridge
 
 pytestmark = pytest.mark.anyio
 
@@ -22,18 +22,14 @@ def text_of(result: types.CallToolResult) -> str:
 
 @pytest.fixture(scope="module")
 def memory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Bridge, Path]]:
-    d = tmp_path_factory.mktemp("memory")
-    store = d / "memory.jsonl"
-    b = start_bridge(MEMORY, d / "bridge.log", env={"MEMORY_FILE_PATH": str(store)})
-    yield b, store
-    b.stop()
+    store = tmp_path_factory.mktemp("memory-store") / "memory.jsonl"
+    for b in module_bridge(tmp_path_factory, "memory", MEMORY, {"MEMORY_FILE_PATH": str(store)}):
+        yield b, store
 
 
 @pytest.fixture(scope="module")
 def clock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bridge]:
-    b = start_bridge(TIME, tmp_path_factory.mktemp("time") / "bridge.log")
-    yield b
-    b.stop()
+    yield from module_bridge(tmp_path_factory, "time", TIME)
 
 
 @pytest.mark.parametrize("revision", REVISIONS)

@@ -90,6 +90,14 @@ impl Reply {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
     }
 
+    /// The JSON-RPC error message of the body ("" when there is none).
+    pub fn error_message(&self) -> String {
+        self.json()["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
     /// A header's value as text.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.get(name).and_then(|v| v.to_str().ok())
@@ -165,6 +173,13 @@ impl Client {
         body: Option<&Value>,
     ) -> Reply {
         read(self.send(method, "/mcp", headers, body).await).await
+    }
+
+    /// GET on the MCP endpoint in `session` (`Accept: text/event-stream`), plus `extra` headers.
+    pub async fn get(&mut self, session: &str, extra: &[(&str, &str)]) -> Reply {
+        let mut h = vec![("accept", "text/event-stream"), ("mcp-session-id", session)];
+        h.extend_from_slice(extra);
+        self.call("GET", &h, None).await
     }
 
     /// POSTs a JSON-RPC message in `session` with the usual headers.
@@ -352,6 +367,23 @@ pub fn is_alive(pid: u32) -> bool {
 /// Whether `pid` is in the process table at all (a zombie counts: nobody reaped it).
 pub fn exists(pid: u32) -> bool {
     std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Runs `work(connection, session, n)` for n in 0..`conns`, each on a connection of its own, all
+/// at once, and waits for every one.
+pub async fn on_connections<F, Fut>(b: &Bridge, session: &str, conns: u64, work: F)
+where
+    F: Fn(Client, String, u64) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut tasks = Vec::new();
+    for n in 0..conns {
+        let c = b.client().await;
+        tasks.push(tokio::spawn(work(c, session.to_owned(), n)));
+    }
+    for t in tasks {
+        t.await.unwrap_or_else(|e| panic!("{e}"));
+    }
 }
 
 /// Waits (polling) until `cond` holds; false after `within` (a safety net for slow machines).
