@@ -81,14 +81,25 @@ class Browser:
     def __init__(self, login: str, password: str):
         self.login = login
         self.password = password
-        self.http = httpx.AsyncClient(follow_redirects=False, timeout=15)
+        # The cookies outlive each authorization (sessions at the provider and the sidecar); the
+        # HTTP client does not, so a Browser can be used from several event loops.
+        self.cookies = httpx.Cookies()
         self.pages: list[str] = []  # every URL visited, without query strings
 
     async def aclose(self) -> None:
-        await self.http.aclose()
+        """Ends the person's sessions (forgets every cookie)."""
+        self.cookies = httpx.Cookies()
 
     async def authorize(self, url: str, redirect_uri: str) -> Redirected:
         """Opens the authorization URL and acts like the user until `redirect_uri` is reached."""
+        async with httpx.AsyncClient(follow_redirects=False, timeout=15, cookies=self.cookies) as http:
+            self.http = http
+            try:
+                return await self._walk(url, redirect_uri)
+            finally:
+                self.cookies = http.cookies
+
+    async def _walk(self, url: str, redirect_uri: str) -> Redirected:
         response = await self.http.get(url)
         for _ in range(MAX_STEPS):
             self.pages.append(str(response.url).split("?")[0])

@@ -34,7 +34,6 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
               "trailer", "transfer-encoding", "upgrade"}
 CLIENT_IP = "192.0.2.7"
 
-pytestmark = pytest.mark.skip(reason="needs the sidecar's /verify (issue 3) in main")
 
 
 @dataclass
@@ -124,7 +123,6 @@ def bob(stack):
         async with client.http() as http:
             r = await http.post(client.url, json=INITIALIZE, headers=MCP_HEADERS)
             assert r.status_code == 200, r.text
-        await browser.aclose()
 
     anyio.run(login)
     return client
