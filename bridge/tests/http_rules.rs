@@ -383,3 +383,28 @@ async fn large_messages_round_trip_intact_under_concurrency() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn shared_mode_serves_every_session_from_one_child() {
+    let b = Bridge::echo(&["--child-mode", "shared"], &[]);
+    let mut c = b.client().await;
+    let one = c.initialize(VERSION).await;
+    let two = c.initialize(VERSION).await;
+    assert_ne!(one, two);
+    let pid = child_pid(&mut c, &one).await;
+    assert_eq!(child_pid(&mut c, &two).await, pid);
+    // Ending one session leaves the shared child to the others.
+    assert_eq!(
+        c.call("DELETE", &session_headers(&one), None).await.status,
+        200
+    );
+    assert_eq!(
+        c.post(&one, &request(1, "ping", json!({}))).await.status,
+        404
+    );
+    assert_eq!(
+        c.post(&two, &request(2, "ping", json!({}))).await.status,
+        200
+    );
+    assert!(is_alive(pid));
+}
