@@ -6,9 +6,9 @@ TEST_TARGETS += test-deploy
 
 .PHONY: test-deploy k8s-render
 
-test-deploy: $(VENV)/.stamp ## Validate the Envoy, Kubernetes and Traefik configurations
+test-deploy: $(VENV)/.stamp wasm ## Validate the Envoy, Kubernetes and Traefik configurations
 	@echo "==> deployment configurations (envoy validate, kubectl kustomize, schemas, Traefik)"
 	@$(VENV)/bin/python -m pytest -q -p no:cacheprovider tests/deploy
 
-k8s-render: $(VENV)/.stamp ## Render envoy/gateway.yaml + mcpgw.toml into deploy/k8s (after `make wasm`)
+k8s-render: $(VENV)/.stamp wasm ## Render envoy/gateway.yaml + mcpgw.toml into deploy/k8s (module sha256 from dist/)
 	@$(VENV)/bin/python deploy/tools/render.py k8s
