@@ -670,6 +670,11 @@ async fn missing_or_plain_pkce_and_unknown_resource_are_redirected_errors() {
         assert_eq!(params["iss"], sidecar.issuer);
         assert!(!params.contains_key("code"));
     }
+    // A valid request while the identity provider is unreachable fails closed, as a redirect.
+    let answer = browser
+        .send(&sidecar.authorize_url(&client_id, &[]), None)
+        .await;
+    assert_eq!(client_redirect(&answer)["error"], "temporarily_unavailable");
 }
 
 #[tokio::test]

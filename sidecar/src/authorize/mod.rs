@@ -399,7 +399,7 @@ async fn validate(state: &AppState, q: AuthorizeQuery) -> Result<AuthorizationRe
             return Err(refuse(
                 &request,
                 ErrorCode::InvalidScope,
-                &format!("scope `{scope}` is not available to this client"),
+                "a requested scope is not available to this client",
             ));
         }
         if !request.scope.contains(scope) {

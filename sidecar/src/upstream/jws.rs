@@ -1,12 +1,14 @@
 //! Signature check of an upstream provider's ID token (a compact JWS) against its JWKS.
 //!
 //! Core's verifier is for our own access tokens (it requires `typ: at+jwt` and access-token
-//! claims); ID tokens are a different token type, so only the key handling ([`KeySet`]) is shared.
-//! The caller checks the claims.
+//! claims); ID tokens are a different token type, so only the key parsing ([`KeySet`]: which keys
+//! are usable, for which algorithms) is shared. P-256 keys are verified with this crate's own
+//! `p256` from the JWK's coordinates, so the sidecar does not depend on which `p256` release core
+//! verifies with. The caller checks the claims.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mcpgw_core::jwk::{Algorithm, KeySet, VerifyingKey};
+use mcpgw_core::jwk::{Algorithm, Jwk, Jwks, KeySet, VerifyingKey};
 use serde::Deserialize;
 use sha2::Sha256;
 
@@ -46,8 +48,43 @@ pub enum JwsError {
     BadSignature,
 }
 
+/// A provider's signing keys: the JWKS as fetched and core's parsed view of it.
+#[derive(Clone, Debug, Default)]
+pub struct ProviderKeys {
+    jwks: Jwks,
+    set: KeySet,
+}
+
+impl ProviderKeys {
+    /// Parses a JWKS; unusable keys are returned with the reason (for a log line).
+    pub fn new(jwks: Jwks) -> (ProviderKeys, Vec<mcpgw_core::jwk::KeyError>) {
+        let (set, errors) = KeySet::from_jwks(&jwks);
+        (ProviderKeys { jwks, set }, errors)
+    }
+
+    /// The P-256 key `kid` from its JWK coordinates (SEC1 uncompressed point).
+    fn p256(&self, kid: &str) -> Result<p256::ecdsa::VerifyingKey, JwsError> {
+        let jwk: &Jwk = self
+            .jwks
+            .keys
+            .iter()
+            .find(|k| k.kid.as_deref() == Some(kid))
+            .ok_or_else(|| JwsError::UnknownKeyId(kid.to_owned()))?;
+        let coordinate = |c: Option<&String>| {
+            c.and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
+                .filter(|bytes| bytes.len() == 32)
+                .ok_or(JwsError::KeyAlgorithmMismatch)
+        };
+        let mut sec1 = vec![0x04];
+        sec1.extend(coordinate(jwk.x.as_ref())?);
+        sec1.extend(coordinate(jwk.y.as_ref())?);
+        p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+            .map_err(|_| JwsError::KeyAlgorithmMismatch)
+    }
+}
+
 /// Verifies `token`'s signature with the key its header names and returns the decoded payload.
-pub fn verify(token: &str, keys: &KeySet) -> Result<Vec<u8>, JwsError> {
+pub fn verify(token: &str, keys: &ProviderKeys) -> Result<Vec<u8>, JwsError> {
     if token.len() > MAX_TOKEN_BYTES {
         return Err(JwsError::Malformed);
     }
@@ -62,16 +99,25 @@ pub fn verify(token: &str, keys: &KeySet) -> Result<Vec<u8>, JwsError> {
         return Err(JwsError::CriticalHeader);
     }
     let kid = header.kid.ok_or(JwsError::MissingKeyId)?;
-    let entry = keys.get(&kid).ok_or(JwsError::UnknownKeyId(kid))?;
+    let entry = keys.set.get(&kid).ok_or(JwsError::UnknownKeyId(kid))?;
     if !entry.allows(alg) {
         return Err(JwsError::KeyAlgorithmMismatch);
     }
     let signature = decode(signature_b64)?;
-    check(alg, &entry.key, signing_input.as_bytes(), &signature)?;
+    check(
+        keys,
+        &entry.kid,
+        alg,
+        &entry.key,
+        signing_input.as_bytes(),
+        &signature,
+    )?;
     decode(payload_b64)
 }
 
 fn check(
+    keys: &ProviderKeys,
+    kid: &str,
     alg: Algorithm,
     key: &VerifyingKey,
     input: &[u8],
@@ -92,9 +138,10 @@ fn check(
                 .verify(input, &sig)
                 .map_err(bad)
         }
-        (Algorithm::ES256, VerifyingKey::P256(k)) => {
+        (Algorithm::ES256, VerifyingKey::P256(_)) => {
+            // RFC 7518 §3.4: the signature is R || S, 32 bytes each.
             let sig = p256::ecdsa::Signature::from_slice(signature).map_err(bad)?;
-            k.verify(input, &sig).map_err(bad)
+            keys.p256(kid)?.verify(input, &sig).map_err(bad)
         }
         (Algorithm::EdDSA, VerifyingKey::Ed25519(k)) => {
             let sig = ed25519_dalek::Signature::from_slice(signature).map_err(bad)?;
@@ -106,13 +153,12 @@ fn check(
 
 #[cfg(test)]
 mod tests {
-    use mcpgw_core::jwk::Jwks;
     use mcpgw_core::signing::SigningKey;
 
     use super::*;
 
-    fn keys(key: &SigningKey) -> KeySet {
-        KeySet::from_jwks(&Jwks {
+    fn keys(key: &SigningKey) -> ProviderKeys {
+        ProviderKeys::new(Jwks {
             keys: vec![key.public_jwk("k1")],
         })
         .0

@@ -9,13 +9,12 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use mcpgw_core::jwk::KeySet;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use tokio::sync::{OnceCell, RwLock};
 use url::Url;
 
-use super::jws::{self, JwsError};
+use super::jws::{self, JwsError, ProviderKeys};
 use super::{LoginSecrets, UpstreamError, fetch_json, http_client};
 use crate::config;
 use crate::store::User;
@@ -76,7 +75,7 @@ pub struct OidcConnector {
     issuer: Url,
     http: reqwest::Client,
     metadata: OnceCell<ProviderMetadata>,
-    keys: RwLock<Option<KeySet>>,
+    keys: RwLock<Option<ProviderKeys>>,
 }
 
 impl OidcConnector {
@@ -139,10 +138,10 @@ impl OidcConnector {
         Ok(url.into())
     }
 
-    async fn fetch_keys(&self, metadata: &ProviderMetadata) -> Result<KeySet, UpstreamError> {
+    async fn fetch_keys(&self, metadata: &ProviderMetadata) -> Result<ProviderKeys, UpstreamError> {
         let jwks: mcpgw_core::jwk::Jwks =
             fetch_json("jwks", self.http.get(metadata.jwks_uri.clone())).await?;
-        let (keys, errors) = KeySet::from_jwks(&jwks);
+        let (keys, errors) = ProviderKeys::new(jwks);
         for error in errors {
             tracing::warn!(%error, "unusable key in the OpenID provider's JWKS");
         }
