@@ -94,18 +94,20 @@ impl Bridge {
                 }
             });
         }
-        if self.pool.size() == 0 {
-            // Without a pool nothing else proves the command works: probe it once.
-            let b = Arc::clone(self);
-            tokio::spawn(async move {
-                if b.shared_child().await.is_ok()
-                    && b.cfg.child_mode == config::ChildMode::PerSession
-                    && let Some(c) = b.shared.lock().await.take()
-                {
-                    c.stop(STOP_GRACE).await;
-                }
-            });
-        }
+        // The child behind 2026-07-28 requests (and every session in shared mode) starts now, so
+        // the first stateless request does not wait for a process start; without a pool it is
+        // also what proves the command works. `--pool-size 0` in per-session mode asks for no idle
+        // children: probe, then stop it.
+        let b = Arc::clone(self);
+        tokio::spawn(async move {
+            if b.shared_child().await.is_ok()
+                && b.pool.size() == 0
+                && b.cfg.child_mode == config::ChildMode::PerSession
+                && let Some(c) = b.shared.lock().await.take()
+            {
+                c.stop(STOP_GRACE).await;
+            }
+        });
     }
 
     /// Whether the child command has been seen to start and initialise.
