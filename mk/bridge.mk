@@ -1,7 +1,8 @@
 # The bridge (issue 4): a streamable-HTTP MCP endpoint in front of a stdio MCP server.
 # `cargo test --workspace` runs bridge/tests (HTTP rules, faults); `make test` adds the end-to-end
 # tests in tests/bridge/ (the official MCP Python SDK against real stdio servers through the built
-# binary). `make bench` runs the bridge side by side with the seeds' stdio proxy and supergateway.
+# binary). `make bench` runs the bridge side by side with the seeds' stdio proxy and supergateway
+# and writes the table to target/bench-bridge.txt.
 TEST_TARGETS  += test-bridge
 BENCH_TARGETS += bench-bridge
 
@@ -22,4 +23,4 @@ bench-bridge: $(VENV_BENCH)/.stamp node_modules/.stamp ## Bridge vs the seeds' p
 	  --echo $(BRIDGE_RELEASE)/mcpgw-echo-child \
 	  --seeds-proxy $(VENV_BENCH)/bin/mcp-streamablehttp-proxy \
 	  --supergateway node_modules/.bin/supergateway \
-	  --logs $(or $(CARGO_TARGET_DIR),target)/bench-logs
+	  --logs $(or $(CARGO_TARGET_DIR),target)/bench-logs | tee $(or $(CARGO_TARGET_DIR),target)/bench-bridge.txt
