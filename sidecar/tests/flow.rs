@@ -626,6 +626,15 @@ async fn redirect_uri_prefix_and_look_alike_hosts_are_refused_on_a_page() {
             answer.body
         );
     }
+    // An oversized request: a page, nothing stored.
+    let huge = "x".repeat(10_000);
+    let answer = browser
+        .send(
+            &sidecar.authorize_url(&client_id, &[("state", &huge)]),
+            None,
+        )
+        .await;
+    assert_html_page(&answer, 400);
     // Unknown client and missing client_id: a page too.
     let unknown = browser
         .send(&sidecar.authorize_url("no-such-client", &[]), None)

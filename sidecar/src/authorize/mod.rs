@@ -26,7 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use axum::Router;
 use axum::extract::{Form, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use mcpgw_core::claims::Scopes;
@@ -44,6 +44,8 @@ use crate::{AppState, now};
 pub const CALLBACK_PATH: &str = "/oauth/callback";
 /// The path the consent form posts to.
 pub const CONSENT_PATH: &str = "/oauth/consent";
+/// Longest `/authorize` query string accepted.
+const MAX_QUERY_BYTES: usize = 8 * 1024;
 /// The cookie that binds a login to the browser that started it.
 const BROWSER_COOKIE: &str = "mcpgw_login";
 /// Scopes a client may always ask for besides the resources' own: `offline_access` (refresh
@@ -435,9 +437,19 @@ fn same_browser(headers: &HeaderMap, expected_hash: &str) -> bool {
 async fn authorize(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: Uri,
     query: Result<Query<AuthorizeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
     let issuer = state.config.issuer.clone();
+    // Everything in the request ends up in Redis for the login's lifetime: keep it small.
+    if uri.query().is_some_and(|q| q.len() > MAX_QUERY_BYTES) {
+        return page(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            "the authorization request is too large",
+        )
+        .respond(&issuer);
+    }
     let Ok(Query(query)) = query else {
         return page(
             StatusCode::BAD_REQUEST,
