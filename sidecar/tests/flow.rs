@@ -468,6 +468,25 @@ async fn oidc_login_consent_and_code_bound_to_client_resource_and_user() {
         .unwrap()
         .unwrap();
     assert_eq!(grant.scope.0, vec!["mcp:tools".to_string()]);
+
+    // The remembered consent covers that client and resource only: another resource, or another
+    // client of the same user, is asked again.
+    let memory = format!("{}/memory/mcp", sidecar.issuer);
+    let other_resource = browser
+        .follow(
+            &sidecar.authorize_url(&client_id, &[("resource", &memory), ("scope", "")]),
+            None,
+        )
+        .await;
+    assert!(
+        other_resource.body.contains("name=\"consent\""),
+        "{other_resource:?}"
+    );
+    let other_client = sidecar.client("Other").await;
+    let asked = browser
+        .follow(&sidecar.authorize_url(&other_client, &[]), None)
+        .await;
+    assert!(asked.body.contains("name=\"consent\""), "{asked:?}");
 }
 
 #[tokio::test]
