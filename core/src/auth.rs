@@ -201,17 +201,20 @@ fn check_header<'k>(
 
 fn check_signature(
     alg: Algorithm,
-    key: &VerifyingKey,
+    entry: &KeyEntry,
     signing_input: &[u8],
     signature: &[u8],
 ) -> Result<(), VerifyError> {
     use rsa::signature::Verifier;
-    let bad = |_| VerifyError::BadSignature;
-    match (alg, key) {
-        (Algorithm::ES256, VerifyingKey::P256(k)) => {
+    fn bad<E>(_: E) -> VerifyError {
+        VerifyError::BadSignature
+    }
+    match (alg, &entry.key) {
+        (Algorithm::ES256, VerifyingKey::P256(_)) => {
+            let k = entry.p256_v14().ok_or(VerifyError::KeyAlgorithmMismatch)?;
             // RFC 7518 §3.4: the JWS signature is R || S, 32 bytes each.
-            let sig = p256::ecdsa::Signature::from_slice(signature).map_err(bad)?;
-            k.verify(signing_input, &sig).map_err(bad)
+            let sig = p256_v14::ecdsa::Signature::from_slice(signature).map_err(bad)?;
+            p256_v14::ecdsa::signature::Verifier::verify(k, signing_input, &sig).map_err(bad)
         }
         (Algorithm::EdDSA, VerifyingKey::Ed25519(k)) => {
             let sig = ed25519_dalek::Signature::from_slice(signature).map_err(bad)?;
@@ -255,7 +258,7 @@ pub fn verify_signature(
     let signature = URL_SAFE_NO_PAD
         .decode(signature_b64)
         .map_err(|_| VerifyError::Malformed)?;
-    check_signature(alg, &key.key, signing_input.as_bytes(), &signature)?;
+    check_signature(alg, key, signing_input.as_bytes(), &signature)?;
     let payload = URL_SAFE_NO_PAD
         .decode(payload_b64)
         .map_err(|_| VerifyError::Malformed)?;

@@ -85,7 +85,14 @@ fn with(mut v: Value, f: impl FnOnce(&mut serde_json::Map<String, Value>)) -> Va
 }
 
 fn decide(authorization: Option<&str>, scopes: &[&str], options: &VerifyOptions) -> Decision {
-    authenticate(authorization, &resource(scopes), &key_set(), options, NOW, None)
+    authenticate(
+        authorization,
+        &resource(scopes),
+        &key_set(),
+        options,
+        NOW,
+        None,
+    )
 }
 
 fn bearer(token: &str) -> String {
@@ -125,7 +132,10 @@ fn accepts_scope_array_audience_array_and_application_typ() {
     let h = json!({ "alg": "ES256", "typ": "application/at+jwt", "kid": "es" });
     let token = sign(&keys().es, h, c);
     let d = decide(Some(&format!("bearer  {token}")), &["mcp:read"], &options);
-    assert!(matches!(d, Decision::Allow(ref id) if id.scopes == ["mcp:read"]), "{d:?}");
+    assert!(
+        matches!(d, Decision::Allow(ref id) if id.scopes == ["mcp:read"]),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -135,7 +145,12 @@ fn identity_headers_carry_the_claims() {
         panic!("denied")
     };
     let headers = id.headers();
-    let get = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| v.as_str());
+    let get = |n: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| *k == n)
+            .map(|(_, v)| v.as_str())
+    };
     assert_eq!(get(crate::identity::SUBJECT), Some("github:1"));
     assert_eq!(get(crate::identity::USER), Some("octo"));
     assert_eq!(get(crate::identity::GROUPS), Some("org,org/team"));
@@ -173,33 +188,75 @@ fn rejects_each_invalid_token_with_its_reason() {
     let es_header = |h: Value| sign(&k.es, h, claims());
     let leeway = DEFAULT_LEEWAY_SECS;
     let cases: Vec<(&str, String, VerifyError)> = vec![
-        ("oversized", "a".repeat(DEFAULT_MAX_TOKEN_BYTES + 1), VerifyError::TokenTooLarge),
+        (
+            "oversized",
+            "a".repeat(DEFAULT_MAX_TOKEN_BYTES + 1),
+            VerifyError::TokenTooLarge,
+        ),
         ("one part", "abc".into(), VerifyError::Malformed),
-        ("two parts", format!("{head}.{payload}"), VerifyError::Malformed),
+        (
+            "two parts",
+            format!("{head}.{payload}"),
+            VerifyError::Malformed,
+        ),
         ("four parts", format!("{good}.x"), VerifyError::Malformed),
-        ("header not base64", format!("!!.{payload}.{sig}"), VerifyError::Malformed),
-        ("header not json", format!("{}.{payload}.{sig}", b64("nope")), VerifyError::Malformed),
-        ("signature not base64", format!("{head}.{payload}.@@"), VerifyError::Malformed),
+        (
+            "header not base64",
+            format!("!!.{payload}.{sig}"),
+            VerifyError::Malformed,
+        ),
+        (
+            "header not json",
+            format!("{}.{payload}.{sig}", b64("nope")),
+            VerifyError::Malformed,
+        ),
+        (
+            "signature not base64",
+            format!("{head}.{payload}.@@"),
+            VerifyError::Malformed,
+        ),
         (
             "alg none",
-            unsigned(json!({"alg": "none", "typ": "at+jwt", "kid": "es"}), claims()),
+            unsigned(
+                json!({"alg": "none", "typ": "at+jwt", "kid": "es"}),
+                claims(),
+            ),
             VerifyError::UnsupportedAlgorithm,
         ),
         (
             // HMAC with the public key as the secret: the algorithm is never accepted.
             "alg HS256 key confusion",
-            unsigned(json!({"alg": "HS256", "typ": "at+jwt", "kid": "rs"}), claims()) + "c2ln",
+            unsigned(
+                json!({"alg": "HS256", "typ": "at+jwt", "kid": "rs"}),
+                claims(),
+            ) + "c2ln",
             VerifyError::UnsupportedAlgorithm,
         ),
-        ("typ JWT", es_header(json!({"alg": "ES256", "typ": "JWT", "kid": "es"})), VerifyError::WrongTokenType),
-        ("typ missing", es_header(json!({"alg": "ES256", "kid": "es"})), VerifyError::WrongTokenType),
+        (
+            "typ JWT",
+            es_header(json!({"alg": "ES256", "typ": "JWT", "kid": "es"})),
+            VerifyError::WrongTokenType,
+        ),
+        (
+            "typ missing",
+            es_header(json!({"alg": "ES256", "kid": "es"})),
+            VerifyError::WrongTokenType,
+        ),
         (
             "crit header",
             es_header(json!({"alg": "ES256", "typ": "at+jwt", "kid": "es", "crit": ["exp"]})),
             VerifyError::CriticalHeader,
         ),
-        ("no kid", es_header(json!({"alg": "ES256", "typ": "at+jwt"})), VerifyError::MissingKeyId),
-        ("unknown kid", es_header(header("ES256", "nope")), VerifyError::UnknownKeyId("nope".into())),
+        (
+            "no kid",
+            es_header(json!({"alg": "ES256", "typ": "at+jwt"})),
+            VerifyError::MissingKeyId,
+        ),
+        (
+            "unknown kid",
+            es_header(header("ES256", "nope")),
+            VerifyError::UnknownKeyId("nope".into()),
+        ),
         (
             "ES256 header on an Ed25519 key",
             sign(&k.ed, header("ES256", "ed"), claims()),
@@ -207,41 +264,125 @@ fn rejects_each_invalid_token_with_its_reason() {
         ),
         (
             "PS256 on a key pinned to RS256",
-            sign(&SigningKey::Rsa(Box::new(rsa_private(&k.rs)), Algorithm::PS256), header("PS256", "rs"), claims()),
+            sign(
+                &SigningKey::Rsa(Box::new(rsa_private(&k.rs)), Algorithm::PS256),
+                header("PS256", "rs"),
+                claims(),
+            ),
             VerifyError::KeyAlgorithmMismatch,
         ),
-        ("tampered payload", tampered_payload, VerifyError::BadSignature),
-        ("signed by another key", sign(&k.other_es, header("ES256", "es"), claims()), VerifyError::BadSignature),
-        ("signature truncated", format!("{head}.{payload}.{}", &sig[..20]), VerifyError::BadSignature),
-        ("payload not json", sign(&k.es, header("ES256", "es"), json!("text")), VerifyError::Malformed),
-        ("exp not a number", set_claim("exp", json!("soon")), VerifyError::Malformed),
-        ("no iss", drop_claim("iss"), VerifyError::MissingClaim("iss")),
-        ("no sub", drop_claim("sub"), VerifyError::MissingClaim("sub")),
-        ("no aud", drop_claim("aud"), VerifyError::MissingClaim("aud")),
-        ("no client_id", drop_claim("client_id"), VerifyError::MissingClaim("client_id")),
-        ("no exp", drop_claim("exp"), VerifyError::MissingClaim("exp")),
-        ("no iat", drop_claim("iat"), VerifyError::MissingClaim("iat")),
-        ("no jti", drop_claim("jti"), VerifyError::MissingClaim("jti")),
-        ("other issuer", set_claim("iss", json!("http://evil")), VerifyError::WrongIssuer),
+        (
+            "tampered payload",
+            tampered_payload,
+            VerifyError::BadSignature,
+        ),
+        (
+            "signed by another key",
+            sign(&k.other_es, header("ES256", "es"), claims()),
+            VerifyError::BadSignature,
+        ),
+        (
+            "signature truncated",
+            format!("{head}.{payload}.{}", &sig[..20]),
+            VerifyError::BadSignature,
+        ),
+        (
+            "payload not json",
+            sign(&k.es, header("ES256", "es"), json!("text")),
+            VerifyError::Malformed,
+        ),
+        (
+            "exp not a number",
+            set_claim("exp", json!("soon")),
+            VerifyError::Malformed,
+        ),
+        (
+            "no iss",
+            drop_claim("iss"),
+            VerifyError::MissingClaim("iss"),
+        ),
+        (
+            "no sub",
+            drop_claim("sub"),
+            VerifyError::MissingClaim("sub"),
+        ),
+        (
+            "no aud",
+            drop_claim("aud"),
+            VerifyError::MissingClaim("aud"),
+        ),
+        (
+            "no client_id",
+            drop_claim("client_id"),
+            VerifyError::MissingClaim("client_id"),
+        ),
+        (
+            "no exp",
+            drop_claim("exp"),
+            VerifyError::MissingClaim("exp"),
+        ),
+        (
+            "no iat",
+            drop_claim("iat"),
+            VerifyError::MissingClaim("iat"),
+        ),
+        (
+            "no jti",
+            drop_claim("jti"),
+            VerifyError::MissingClaim("jti"),
+        ),
+        (
+            "other issuer",
+            set_claim("iss", json!("http://evil")),
+            VerifyError::WrongIssuer,
+        ),
         (
             "token for another MCP server (RFC 8707)",
             set_claim("aud", json!("http://127.0.0.1:8080/memory/mcp")),
             VerifyError::WrongAudience,
         ),
-        ("audience prefix only", set_claim("aud", json!("http://127.0.0.1:8080/everything")), VerifyError::WrongAudience),
-        ("expired beyond leeway", set_claim("exp", json!(NOW - leeway)), VerifyError::Expired),
-        ("nbf beyond leeway", set_claim("nbf", json!(NOW + leeway + 1)), VerifyError::NotYetValid),
-        ("iat in the future", set_claim("iat", json!(NOW + leeway + 1)), VerifyError::IssuedInFuture),
+        (
+            "audience prefix only",
+            set_claim("aud", json!("http://127.0.0.1:8080/everything")),
+            VerifyError::WrongAudience,
+        ),
+        (
+            "expired beyond leeway",
+            set_claim("exp", json!(NOW - leeway)),
+            VerifyError::Expired,
+        ),
+        (
+            "nbf beyond leeway",
+            set_claim("nbf", json!(NOW + leeway + 1)),
+            VerifyError::NotYetValid,
+        ),
+        (
+            "iat in the future",
+            set_claim("iat", json!(NOW + leeway + 1)),
+            VerifyError::IssuedInFuture,
+        ),
     ];
     let options = VerifyOptions::new(ISS);
     for (name, token, want) in cases {
         let d = decide(Some(&bearer(&token)), &[], &options);
-        let Decision::Deny(denial) = d else { panic!("{name}: accepted") };
-        assert_eq!(denial.reason, DenyReason::InvalidToken(want.clone()), "{name}");
+        let Decision::Deny(denial) = d else {
+            panic!("{name}: accepted")
+        };
+        assert_eq!(
+            denial.reason,
+            DenyReason::InvalidToken(want.clone()),
+            "{name}"
+        );
         assert_eq!(denial.status, 401, "{name}");
         let challenge = denial.www_authenticate.unwrap();
-        assert!(challenge.contains("error=\"invalid_token\""), "{name}: {challenge}");
-        assert!(!denial.body.contains(&token[..token.len().min(40)]), "{name}: body echoes the token");
+        assert!(
+            challenge.contains("error=\"invalid_token\""),
+            "{name}: {challenge}"
+        );
+        assert!(
+            !denial.body.contains(&token[..token.len().min(40)]),
+            "{name}: body echoes the token"
+        );
     }
 }
 
@@ -260,7 +401,10 @@ fn leeway_accepts_small_clock_skew() {
         m.insert("nbf".into(), json!(NOW + DEFAULT_LEEWAY_SECS));
         m.insert("iat".into(), json!(NOW + DEFAULT_LEEWAY_SECS));
     });
-    assert!(matches!(decide(Some(&bearer(&es(c))), &[], &options), Decision::Allow(_)));
+    assert!(matches!(
+        decide(Some(&bearer(&es(c))), &[], &options),
+        Decision::Allow(_)
+    ));
 }
 
 #[test]
@@ -285,19 +429,30 @@ fn size_limit_is_configurable() {
         ..VerifyOptions::new(ISS)
     };
     let d = decide(Some(&bearer(&token)), &[], &options);
-    assert!(matches!(d, Decision::Deny(ref x) if x.reason == DenyReason::InvalidToken(VerifyError::TokenTooLarge)));
+    assert!(
+        matches!(d, Decision::Deny(ref x) if x.reason == DenyReason::InvalidToken(VerifyError::TokenTooLarge))
+    );
 }
 
 #[test]
 fn missing_credentials_get_a_bare_challenge_with_resource_metadata() {
     let options = VerifyOptions::new(ISS);
-    for header in [None, Some("Basic dXNlcjpwYXNz"), Some("Bearer "), Some("Bearer")] {
-        let Decision::Deny(d) = decide(header, &[], &options) else { panic!("{header:?} accepted") };
+    for header in [
+        None,
+        Some("Basic dXNlcjpwYXNz"),
+        Some("Bearer "),
+        Some("Bearer"),
+    ] {
+        let Decision::Deny(d) = decide(header, &[], &options) else {
+            panic!("{header:?} accepted")
+        };
         assert_eq!(d.reason, DenyReason::MissingToken, "{header:?}");
         assert_eq!(d.status, 401);
         assert_eq!(
             d.www_authenticate.as_deref(),
-            Some("Bearer resource_metadata=\"http://127.0.0.1:8080/.well-known/oauth-protected-resource/everything/mcp\"")
+            Some(
+                "Bearer resource_metadata=\"http://127.0.0.1:8080/.well-known/oauth-protected-resource/everything/mcp\""
+            )
         );
     }
 }
@@ -305,14 +460,20 @@ fn missing_credentials_get_a_bare_challenge_with_resource_metadata() {
 #[test]
 fn missing_scope_is_403_insufficient_scope_naming_the_scopes() {
     let token = es(claims());
-    let Decision::Deny(d) = decide(Some(&bearer(&token)), &["mcp:read", "mcp:admin"], &VerifyOptions::new(ISS))
-    else {
+    let Decision::Deny(d) = decide(
+        Some(&bearer(&token)),
+        &["mcp:read", "mcp:admin"],
+        &VerifyOptions::new(ISS),
+    ) else {
         panic!("accepted")
     };
     assert_eq!(d.reason, DenyReason::InsufficientScope);
     assert_eq!(d.status, 403);
     let challenge = d.www_authenticate.unwrap();
-    assert!(challenge.ends_with("error=\"insufficient_scope\", scope=\"mcp:read mcp:admin\""), "{challenge}");
+    assert!(
+        challenge.ends_with("error=\"insufficient_scope\", scope=\"mcp:read mcp:admin\""),
+        "{challenge}"
+    );
     let body: Value = serde_json::from_str(&d.body).unwrap();
     assert_eq!(body["error"], "insufficient_scope");
 }
@@ -320,8 +481,18 @@ fn missing_scope_is_403_insufficient_scope_naming_the_scopes() {
 #[test]
 fn with_no_keys_every_token_is_refused() {
     let token = es(claims());
-    let d = authenticate(Some(&bearer(&token)), &resource(&[]), &KeySet::default(), &VerifyOptions::new(ISS), NOW, None);
-    assert!(matches!(d, Decision::Deny(ref x) if x.reason == DenyReason::NoKeys && x.status == 503), "{d:?}");
+    let d = authenticate(
+        Some(&bearer(&token)),
+        &resource(&[]),
+        &KeySet::default(),
+        &VerifyOptions::new(ISS),
+        NOW,
+        None,
+    );
+    assert!(
+        matches!(d, Decision::Deny(ref x) if x.reason == DenyReason::NoKeys && x.status == 503),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -331,20 +502,49 @@ fn cache_skips_nothing_but_the_signature() {
     let mut cache = TokenCache::new(2);
     let token = bearer(&es(claims()));
     let r = resource(&[]);
-    assert!(matches!(authenticate(Some(&token), &r, &keys, &options, NOW, Some(&mut cache)), Decision::Allow(_)));
+    assert!(matches!(
+        authenticate(Some(&token), &r, &keys, &options, NOW, Some(&mut cache)),
+        Decision::Allow(_)
+    ));
     assert_eq!(cache.len(), 1);
-    assert!(matches!(authenticate(Some(&token), &r, &keys, &options, NOW, Some(&mut cache)), Decision::Allow(_)));
+    assert!(matches!(
+        authenticate(Some(&token), &r, &keys, &options, NOW, Some(&mut cache)),
+        Decision::Allow(_)
+    ));
     // Claims are checked again on a hit: another resource, or later than `exp`, is refused.
     let mut other = resource(&[]);
     other.canonical_url = "http://127.0.0.1:8080/memory/mcp".into();
     let d = authenticate(Some(&token), &other, &keys, &options, NOW, Some(&mut cache));
-    assert!(matches!(d, Decision::Deny(ref x) if x.reason == DenyReason::InvalidToken(VerifyError::WrongAudience)));
-    let d = authenticate(Some(&token), &r, &keys, &options, NOW + 400, Some(&mut cache));
-    assert!(matches!(d, Decision::Deny(ref x) if x.reason == DenyReason::InvalidToken(VerifyError::Expired)));
+    assert!(
+        matches!(d, Decision::Deny(ref x) if x.reason == DenyReason::InvalidToken(VerifyError::WrongAudience))
+    );
+    let d = authenticate(
+        Some(&token),
+        &r,
+        &keys,
+        &options,
+        NOW + 400,
+        Some(&mut cache),
+    );
+    assert!(
+        matches!(d, Decision::Deny(ref x) if x.reason == DenyReason::InvalidToken(VerifyError::Expired))
+    );
     // A key that left the set no longer vouches for a cached token.
-    let without_es = KeySet::from_jwks(&Jwks { keys: vec![keys_jwk_ed()] }).0;
-    let d = authenticate(Some(&token), &r, &without_es, &options, NOW, Some(&mut cache));
-    assert!(matches!(d, Decision::Deny(ref x) if x.reason == DenyReason::InvalidToken(VerifyError::UnknownKeyId("es".into()))));
+    let without_es = KeySet::from_jwks(&Jwks {
+        keys: vec![keys_jwk_ed()],
+    })
+    .0;
+    let d = authenticate(
+        Some(&token),
+        &r,
+        &without_es,
+        &options,
+        NOW,
+        Some(&mut cache),
+    );
+    assert!(
+        matches!(d, Decision::Deny(ref x) if x.reason == DenyReason::InvalidToken(VerifyError::UnknownKeyId("es".into())))
+    );
     // Bounded: more tokens than capacity never grow it past capacity.
     for i in 0..5 {
         let t = bearer(&es(with(claims(), |m| {
@@ -362,7 +562,9 @@ fn keys_jwk_ed() -> Jwk {
 #[test]
 fn unusable_jwks_entries_are_reported_not_used() {
     let es = keys().es.public_jwk("k");
-    let weak = SigningKey::generate_rsa(Algorithm::RS256, 1024).unwrap().public_jwk("weak");
+    let weak = SigningKey::generate_rsa(Algorithm::RS256, 1024)
+        .unwrap()
+        .public_jwk("weak");
     let edit = |f: fn(&mut Jwk)| {
         let mut j = es.clone();
         f(&mut j);
@@ -370,12 +572,30 @@ fn unusable_jwks_entries_are_reported_not_used() {
     };
     let cases = [
         (edit(|j| j.kid = None), KeyError::MissingKeyId),
-        (edit(|j| j.use_ = Some("enc".into())), KeyError::NotForSignatures("k".into())),
-        (edit(|j| j.crv = Some("P-384".into())), KeyError::UnsupportedKeyType("k".into())),
-        (edit(|j| j.alg = Some("HS256".into())), KeyError::UnsupportedAlgorithm("k".into())),
-        (edit(|j| j.alg = Some("RS256".into())), KeyError::UnsupportedAlgorithm("k".into())),
-        (edit(|j| j.x = Some("AAAA".into())), KeyError::InvalidKeyMaterial("k".into())),
-        (edit(|j| j.y = j.x.clone()), KeyError::InvalidKeyMaterial("k".into())),
+        (
+            edit(|j| j.use_ = Some("enc".into())),
+            KeyError::NotForSignatures("k".into()),
+        ),
+        (
+            edit(|j| j.crv = Some("P-384".into())),
+            KeyError::UnsupportedKeyType("k".into()),
+        ),
+        (
+            edit(|j| j.alg = Some("HS256".into())),
+            KeyError::UnsupportedAlgorithm("k".into()),
+        ),
+        (
+            edit(|j| j.alg = Some("RS256".into())),
+            KeyError::UnsupportedAlgorithm("k".into()),
+        ),
+        (
+            edit(|j| j.x = Some("AAAA".into())),
+            KeyError::InvalidKeyMaterial("k".into()),
+        ),
+        (
+            edit(|j| j.y = j.x.clone()),
+            KeyError::InvalidKeyMaterial("k".into()),
+        ),
         (weak, KeyError::RsaKeySize("weak".into())),
     ];
     for (jwk, want) in cases {
@@ -388,11 +608,18 @@ fn unusable_jwks_entries_are_reported_not_used() {
 #[test]
 fn jwks_round_trips_through_json() {
     let jwks = Jwks {
-        keys: vec![keys().es.public_jwk("a"), keys().ed.public_jwk("b"), keys().rs.public_jwk("c")],
+        keys: vec![
+            keys().es.public_jwk("a"),
+            keys().ed.public_jwk("b"),
+            keys().rs.public_jwk("c"),
+        ],
     };
     let json = serde_json::to_vec(&jwks).unwrap();
     let text = String::from_utf8(json.clone()).unwrap();
-    assert!(text.contains(r#""use":"sig""#) && !text.contains("null"), "{text}");
+    assert!(
+        text.contains(r#""use":"sig""#) && !text.contains("null"),
+        "{text}"
+    );
     let (set, errors) = KeySet::from_json(&json).unwrap();
     assert!(errors.is_empty());
     assert_eq!(set.len(), 3);
@@ -416,6 +643,13 @@ fn claims_type_round_trips_through_a_signed_token() {
         groups: vec![],
     };
     let token = keys().ed.sign_access_token("ed", &claims).unwrap();
-    let got = verify(&token, &resource(&[]), &key_set(), &VerifyOptions::new(ISS), NOW).unwrap();
+    let got = verify(
+        &token,
+        &resource(&[]),
+        &key_set(),
+        &VerifyOptions::new(ISS),
+        NOW,
+    )
+    .unwrap();
     assert_eq!(got, claims);
 }

@@ -133,9 +133,17 @@ pub struct KeyEntry {
     pub alg: Option<Algorithm>,
     /// The key.
     pub key: VerifyingKey,
+    /// A P-256 key again, as `p256` 0.14 verifies it: much faster on wasm32 (see the workspace
+    /// manifest). [`VerifyingKey::P256`] keeps the 0.13 type that the sidecar's signing uses.
+    p256_v14: Option<p256_v14::ecdsa::VerifyingKey>,
 }
 
 impl KeyEntry {
+    /// The `p256` 0.14 form of a P-256 key, for [`crate::auth`]'s verification.
+    pub(crate) fn p256_v14(&self) -> Option<&p256_v14::ecdsa::VerifyingKey> {
+        self.p256_v14.as_ref()
+    }
+
     /// Whether tokens signed with `alg` may be verified with this key.
     pub fn allows(&self, alg: Algorithm) -> bool {
         let fits_type = matches!(
@@ -212,6 +220,7 @@ fn parse_jwk(jwk: &Jwk) -> Result<KeyEntry, KeyError> {
         ),
     };
     let invalid = || KeyError::InvalidKeyMaterial(kid.clone());
+    let mut p256_v14 = None;
     let key = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
         ("EC", Some("P-256")) => {
             let (x, y) = (b64(jwk.x.as_ref(), &kid)?, b64(jwk.y.as_ref(), &kid)?);
@@ -222,7 +231,9 @@ fn parse_jwk(jwk: &Jwk) -> Result<KeyEntry, KeyError> {
             sec1.push(0x04);
             sec1.extend_from_slice(&x);
             sec1.extend_from_slice(&y);
-            // Rejects points not on the curve and the identity.
+            // Both reject points not on the curve and the identity.
+            p256_v14 =
+                Some(p256_v14::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| invalid())?);
             VerifyingKey::P256(
                 p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| invalid())?,
             )
@@ -247,7 +258,12 @@ fn parse_jwk(jwk: &Jwk) -> Result<KeyEntry, KeyError> {
         }
         _ => return Err(KeyError::UnsupportedKeyType(kid)),
     };
-    let entry = KeyEntry { kid, alg, key };
+    let entry = KeyEntry {
+        kid,
+        alg,
+        key,
+        p256_v14,
+    };
     if let Some(pinned) = alg
         && !entry.allows(pinned)
     {

@@ -3,6 +3,7 @@
 //! side by side in one run, measured with `wrk` on loopback:
 //!
 //! - `none`: no authentication (the floor);
+//! - `mcpgw-floor`: our module on a path it does not protect (the VM's fixed cost per request);
 //! - `jwt_authn`: Envoy's native JWT filter, without and with its `jwt_cache_config`;
 //! - `mcpgw`: our proxy-wasm module (V8), without (`cache_entries: 0`) and with its token cache.
 //!
@@ -64,13 +65,14 @@ fn native_filter(jwks: &str, cache: bool) -> Value {
     })
 }
 
-/// Our module with inline keys; `cache_entries: 0` turns its token cache off.
-fn wasm_filter(vm_id: &str, jwks: &str, cache: bool) -> Value {
+/// Our module with inline keys; `cache_entries: 0` turns its token cache off. With `protect`
+/// false the benchmark path matches no resource: what the module costs before any token work.
+fn wasm_filter(vm_id: &str, jwks: &str, cache: bool, protect: bool) -> Value {
     let config = json!({
         "issuer": ISSUER,
         "resources": [{
             "canonical_url": AUDIENCE,
-            "path_prefix": PATH,
+            "path_prefix": if protect { PATH } else { "/elsewhere" },
             "scopes_required": ["mcp"]
         }],
         "jwks": { "inline": serde_json::from_str::<Value>(jwks).unwrap() },
@@ -147,17 +149,21 @@ fn main() {
         .collect();
     let es256 = &tokens[0].1;
 
-    let variants: [(&str, Option<Value>); 5] = [
+    let variants: [(&str, Option<Value>); 6] = [
         ("none", None),
+        (
+            "mcpgw-floor",
+            Some(wasm_filter("bench_floor", &jwks_doc, true, false)),
+        ),
         ("jwt_authn", Some(native_filter(&jwks_doc, false))),
         ("jwt_authn+cache", Some(native_filter(&jwks_doc, true))),
         (
             "mcpgw",
-            Some(wasm_filter("bench_nocache", &jwks_doc, false)),
+            Some(wasm_filter("bench_nocache", &jwks_doc, false, true)),
         ),
         (
             "mcpgw+cache",
-            Some(wasm_filter("bench_cache", &jwks_doc, true)),
+            Some(wasm_filter("bench_cache", &jwks_doc, true, true)),
         ),
     ];
     let admin = free_port();
@@ -167,7 +173,7 @@ fn main() {
         let port = free_port();
         let filters = filter.iter().cloned().chain([router()]).collect();
         listeners.push(listener(name, port, filters, vec![fixed_response()]));
-        ports.push((*name, port, filter.is_some()));
+        ports.push((*name, port, filter.is_some() && *name != "mcpgw-floor"));
     }
     let envoy = Envoy::start(&bootstrap(admin, listeners, vec![]), admin, 1);
 
