@@ -123,6 +123,7 @@ mode = "open"
 {upstream_toml}
 
 [allow]
+users = ["restricted"]
 groups = ["engineering"]
 orgs = ["acme/platform"]
 
@@ -560,54 +561,64 @@ async fn callback_and_consent_are_bound_to_the_browser_and_single_use() {
     assert_html_page(&forged, 403);
 }
 
-#[tokio::test]
-async fn github_login_through_the_stand_in_with_orgs_teams_and_email() {
-    let sidecar = Sidecar::start(Login::Github).await;
-    let client_id = sidecar.client("Notes").await;
-
-    let (mut browser, form) = sidecar.open_login(&client_id).await;
+/// Signs `login` in on the GitHub stand-in's authorize form and follows on (to the consent page
+/// or the redirect to the client).
+async fn github_login(sidecar: &Sidecar, client_id: &str, login: &str) -> (Browser, Answer) {
+    let (mut browser, form) = sidecar.open_login(client_id).await;
     assert_eq!(form.status, 200, "{form:?}");
     assert!(form.url.contains("/login/oauth/authorize"));
-    let authorize = |page: &Answer, login: &'static str| {
-        let mut fields: Vec<(String, String)> = vec![("login".into(), login.into())];
-        let mut rest = page.body.as_str();
-        while let Some(i) = rest.find("type=\"hidden\" name=\"") {
-            rest = &rest[i + 20..];
-            let name = rest[..rest.find('"').unwrap()].to_owned();
-            let value = attr_after(rest, "value", "value");
-            fields.push((html_unescape(&name), html_unescape(&value)));
-        }
-        fields
-    };
-    let fields = authorize(&form, "octocat");
+    let mut fields: Vec<(String, String)> = vec![("login".into(), login.into())];
+    let mut rest = form.body.as_str();
+    while let Some(i) = rest.find("type=\"hidden\" name=\"") {
+        rest = &rest[i + 20..];
+        let name = rest[..rest.find('"').unwrap()].to_owned();
+        let value = attr_after(rest, "value", "value");
+        fields.push((html_unescape(&name), html_unescape(&value)));
+    }
     let pairs: Vec<(&str, &str)> = fields
         .iter()
         .map(|(k, v)| (k.as_str(), v.as_str()))
         .collect();
-    let consent = browser.follow(&form.url, Some(&pairs)).await;
-    let done = answer_consent(&mut browser, &consent, "approve").await;
+    let next = browser.follow(&form.url, Some(&pairs)).await;
+    (browser, next)
+}
+
+/// Approves the consent page and reads the stored grant of the code the client received.
+async fn approved_grant(sidecar: &Sidecar, browser: &mut Browser, consent: &Answer) -> CodeGrant {
+    let done = answer_consent(browser, consent, "approve").await;
     let code = client_redirect(&done)["code"].clone();
-    let grant: CodeGrant = sidecar
+    sidecar
         .state
         .store
         .get_json("code", &hash(&code))
         .await
         .unwrap()
-        .unwrap();
+        .expect("the code is stored under its hash")
+}
+
+#[tokio::test]
+async fn github_login_through_the_stand_in_with_orgs_teams_and_email() {
+    let sidecar = Sidecar::start(Login::Github).await;
+    let client_id = sidecar.client("Notes").await;
+
+    let (mut browser, consent) = github_login(&sidecar, &client_id, "octocat").await;
+    let grant = approved_grant(&sidecar, &mut browser, &consent).await;
     assert_eq!(grant.user.sub, "github:583231");
     assert_eq!(grant.user.login, "octocat");
     assert_eq!(grant.user.email.as_deref(), Some("octocat@example.test"));
     assert_eq!(grant.user.groups, vec!["acme", "acme/platform"]);
 
     // mallory belongs to no allowed organisation or team.
-    let (mut other, form) = sidecar.open_login(&client_id).await;
-    let fields = authorize(&form, "mallory");
-    let pairs: Vec<(&str, &str)> = fields
-        .iter()
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    let refused = other.follow(&form.url, Some(&pairs)).await;
+    let (_, refused) = github_login(&sidecar, &client_id, "mallory").await;
     assert_eq!(client_redirect(&refused)["error"], "access_denied");
+
+    // A user whose e-mails, organisations and teams GitHub withholds (403) still logs in when
+    // allowed by login, with no e-mail and no groups (never more than GitHub vouched for).
+    let (mut third, consent) = github_login(&sidecar, &client_id, "restricted").await;
+    let grant = approved_grant(&sidecar, &mut third, &consent).await;
+    assert_eq!(grant.user.sub, "github:777001");
+    assert_eq!(grant.user.email, None);
+    assert!(grant.user.groups.is_empty());
 }
 
 fn html_unescape(s: &str) -> String {

@@ -5,6 +5,7 @@
 //
 //   node tests/github_standin/server.mjs      (PORT and the app settings from the environment)
 //
+// Users (users.json) marked "withheld" get 403 from /user/emails, /user/orgs and /user/teams.
 // Environment: PORT (default 9091), GITHUB_CLIENT_ID (default standin-client),
 // GITHUB_CLIENT_SECRET (default standin-secret), GITHUB_USERS (default users.json here).
 // The sidecar points `github_url` and `github_api_url` at http://127.0.0.1:$PORT.
@@ -107,6 +108,9 @@ async function handle(req, res) {
   if (req.method === 'GET' && url.pathname.startsWith('/user')) {
     const user = bearer(req);
     if (!user) return send(res, 401, { message: 'Bad credentials' });
+    // A user whose organisation withholds the app's access (or who declined scopes): GitHub
+    // answers the e-mail, organisation and team lists with 403.
+    if (user.withheld && url.pathname !== '/user') return send(res, 403, { message: 'Resource not accessible by integration' });
     switch (url.pathname) {
       case '/user':
         return send(res, 200, { id: user.id, login: user.login, name: user.name, email: user.email });

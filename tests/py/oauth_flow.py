@@ -14,7 +14,6 @@ tests/e2e/login.py).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
@@ -26,11 +25,12 @@ from pathlib import Path
 import httpx2
 import pytest
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientMetadata
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
+from conftest import Memory, claims  # noqa: E402  (tests/e2e's SDK token storage and JWT reader)
 from login import Browser, Redirected  # noqa: E402
 from stack import _die_with_parent, bin_dir, free_port  # noqa: E402
 
@@ -129,32 +129,6 @@ scopes_required = ["mcp:tools"]
         yield origin
     finally:
         procs.stop()
-
-
-class Memory:
-    """The SDK's TokenStorage, in memory."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self):
-        return self.tokens
-
-    async def set_tokens(self, tokens):
-        self.tokens = tokens
-
-    async def get_client_info(self):
-        return self.client_info
-
-    async def set_client_info(self, client_info):
-        self.client_info = client_info
-
-
-def claims(jwt: str) -> dict:
-    """A JWT's payload, unverified (the sidecar's /verify verifies; the test reads what was minted)."""
-    payload = jwt.split(".")[1]
-    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 
 def sdk_client(origin: str, browser: Browser, storage: Memory) -> OAuthClientProvider:

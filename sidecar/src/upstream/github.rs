@@ -103,6 +103,19 @@ impl GithubConnector {
         fetch_json(step, request).await
     }
 
+    /// An API list that may be withheld: empty (and a debug line) when it cannot be read.
+    async fn optional<T: serde::de::DeserializeOwned + Default>(
+        &self,
+        step: &'static str,
+        path: &str,
+        token: &str,
+    ) -> T {
+        self.api(step, path, token).await.unwrap_or_else(|e| {
+            tracing::debug!(error = %e, "GitHub {step} not readable; continuing without");
+            T::default()
+        })
+    }
+
     /// Exchanges the code and reads the user, their e-mail, organisations and teams.
     pub async fn finish(
         &self,
@@ -138,18 +151,20 @@ impl GithubConnector {
             }
         };
         let user: GithubUser = self.api("user", "/user", &token).await?;
+        // E-mails, organisations and teams need scopes a user or an organisation's policy may
+        // withhold (GitHub answers 403/404 then). Without them the user simply has no e-mail or
+        // fewer groups: the allow-list can only refuse more, never let in more.
         let email = match user.email {
             Some(email) => Some(email),
-            None => {
-                let emails: Vec<Email> = self.api("emails", "/user/emails", &token).await?;
-                emails
-                    .into_iter()
-                    .find(|e| e.primary && e.verified)
-                    .map(|e| e.email)
-            }
+            None => self
+                .optional::<Vec<Email>>("emails", "/user/emails", &token)
+                .await
+                .into_iter()
+                .find(|e| e.primary && e.verified)
+                .map(|e| e.email),
         };
-        let orgs: Vec<Org> = self.api("orgs", "/user/orgs", &token).await?;
-        let teams: Vec<Team> = self.api("teams", "/user/teams", &token).await?;
+        let orgs: Vec<Org> = self.optional("orgs", "/user/orgs", &token).await;
+        let teams: Vec<Team> = self.optional("teams", "/user/teams", &token).await;
         let mut groups: Vec<String> = orgs.into_iter().map(|o| o.login).collect();
         for team in teams {
             if !groups.contains(&team.organization.login) {
