@@ -228,6 +228,16 @@ impl Sidecar {
         (browser, page)
     }
 
+    /// The stored grant of an authorization code (codes are stored under their hash).
+    async fn grant(&self, code: &str) -> CodeGrant {
+        self.state
+            .store
+            .get_json("code", &hash(code))
+            .await
+            .unwrap()
+            .expect("the code is stored under its hash")
+    }
+
     /// Signs alice in on the provider's form shown on `page` and stops at the redirect to the
     /// sidecar's callback, returning its URL.
     async fn until_callback(&self, browser: &mut Browser, page: &Answer) -> String {
@@ -433,13 +443,7 @@ async fn oidc_login_consent_and_code_bound_to_client_resource_and_user() {
     let code = &params["code"];
 
     // The code is stored hashed, bound to the client, redirect URI, challenge, resource and user.
-    let grant: CodeGrant = sidecar
-        .state
-        .store
-        .get_json("code", &hash(code))
-        .await
-        .unwrap()
-        .expect("the code is stored under its hash");
+    let grant = sidecar.grant(code).await;
     assert_eq!(grant.client_id, client_id);
     assert_eq!(grant.redirect_uri, REDIRECT_URI);
     assert_eq!(grant.code_challenge, challenge(VERIFIER));
@@ -461,13 +465,7 @@ async fn oidc_login_consent_and_code_bound_to_client_resource_and_user() {
     let params = client_redirect(&again);
     assert_eq!(params["state"], "second");
     // Without `scope` the request gets the resource's required scopes (RFC 6749 §3.3 default).
-    let grant: CodeGrant = sidecar
-        .state
-        .store
-        .get_json("code", &hash(&params["code"]))
-        .await
-        .unwrap()
-        .unwrap();
+    let grant = sidecar.grant(&params["code"]).await;
     assert_eq!(grant.scope.0, vec!["mcp:tools".to_string()]);
 
     // The remembered consent covers that client and resource only: another resource, or another
@@ -586,14 +584,7 @@ async fn github_login(sidecar: &Sidecar, client_id: &str, login: &str) -> (Brows
 /// Approves the consent page and reads the stored grant of the code the client received.
 async fn approved_grant(sidecar: &Sidecar, browser: &mut Browser, consent: &Answer) -> CodeGrant {
     let done = answer_consent(browser, consent, "approve").await;
-    let code = client_redirect(&done)["code"].clone();
-    sidecar
-        .state
-        .store
-        .get_json("code", &hash(&code))
-        .await
-        .unwrap()
-        .expect("the code is stored under its hash")
+    sidecar.grant(&client_redirect(&done)["code"]).await
 }
 
 #[tokio::test]
