@@ -35,8 +35,10 @@ fn challenge(verifier: &str) -> String {
 
 /// Which upstream login the sidecar under test uses.
 enum Login {
-    /// The real OpenID provider, started for the test.
+    /// The real OpenID provider, started for the test; the sidecar is a confidential client.
     Oidc,
+    /// The same, with the sidecar as a public client (PKCE, no secret).
+    OidcPublic,
     /// The GitHub stand-in, started for the test.
     Github,
     /// An OpenID provider address nobody listens on (for tests that never reach the login).
@@ -72,21 +74,33 @@ impl Sidecar {
         let upstream_port = free_port();
         let upstream_url = format!("http://127.0.0.1:{upstream_port}");
         let (upstream_toml, proc) = match login {
-            Login::Oidc => (
-                format!(
-                    "kind = \"oidc\"\nissuer = \"{upstream_url}\"\nclient_id = \"mcpgw-test\"\n\
-                     client_secret = \"test-secret\"\nscopes = [\"openid\", \"profile\", \"email\"]"
-                ),
-                Some(node(
-                    "tests/oidc/server.mjs",
-                    upstream_port,
-                    &[
-                        ("OIDC_CLIENT_ID", "mcpgw-test".into()),
-                        ("OIDC_CLIENT_SECRET", "test-secret".into()),
-                        ("OIDC_REDIRECT_URIS", callback.clone()),
-                    ],
-                )),
-            ),
+            Login::Oidc | Login::OidcPublic => {
+                let secret = if matches!(login, Login::Oidc) {
+                    "test-secret"
+                } else {
+                    ""
+                };
+                let secret_toml = if secret.is_empty() {
+                    String::new()
+                } else {
+                    format!("client_secret = \"{secret}\"\n")
+                };
+                (
+                    format!(
+                        "kind = \"oidc\"\nissuer = \"{upstream_url}\"\nclient_id = \"mcpgw-test\"\n\
+                         {secret_toml}scopes = [\"openid\", \"profile\", \"email\"]"
+                    ),
+                    Some(node(
+                        "tests/oidc/server.mjs",
+                        upstream_port,
+                        &[
+                            ("OIDC_CLIENT_ID", "mcpgw-test".into()),
+                            ("OIDC_CLIENT_SECRET", secret.into()),
+                            ("OIDC_REDIRECT_URIS", callback.clone()),
+                        ],
+                    )),
+                )
+            }
             Login::Github => (
                 format!(
                     "kind = \"github\"\nclient_id = \"gh-test\"\nclient_secret = \"gh-secret\"\n\
@@ -839,4 +853,15 @@ async fn callback_naming_another_issuer_is_refused_as_a_mix_up() {
     let params = client_redirect(&refused);
     assert_eq!(params["error"], "access_denied");
     assert!(!params.contains_key("code"));
+}
+
+#[tokio::test]
+async fn oidc_login_as_a_public_client_of_the_provider() {
+    let sidecar = Sidecar::start(Login::OidcPublic).await;
+    let client_id = sidecar.client("Notes").await;
+    let (mut browser, page) = sidecar.open_login(&client_id).await;
+    let consent = oidc_login(&mut browser, &page, "alice", "alice-password").await;
+    let grant = approved_grant(&sidecar, &mut browser, &consent).await;
+    assert_eq!(grant.user.sub, "oidc:alice");
+    assert_eq!(grant.user.groups, vec!["engineering".to_string()]);
 }

@@ -10,7 +10,7 @@
 //   PORT                 listening port on 127.0.0.1                      (default 9090)
 //   ISSUER               the issuer URL                                   (default http://127.0.0.1:$PORT)
 //   OIDC_CLIENT_ID       the sidecar's client id                          (default mcpgw)
-//   OIDC_CLIENT_SECRET   the sidecar's client secret                      (default mcpgw-dev-secret)
+//   OIDC_CLIENT_SECRET   the sidecar's client secret; empty: a public client (default mcpgw-dev-secret)
 //   OIDC_REDIRECT_URIS   comma-separated redirect URIs of that client     (default http://127.0.0.1:8080/oauth/callback)
 //   OIDC_USERS           path of the users file                           (default users.json next to this file)
 //
@@ -40,13 +40,16 @@ const users = JSON.parse(readFileSync(env.OIDC_USERS || join(here, 'users.json')
 
 const signingKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
 
+// An empty OIDC_CLIENT_SECRET makes the client public (PKCE only, `none` at the token endpoint).
+const secret = env.OIDC_CLIENT_SECRET ?? 'mcpgw-dev-secret';
 const client = {
   client_id: env.OIDC_CLIENT_ID || 'mcpgw',
-  client_secret: env.OIDC_CLIENT_SECRET || 'mcpgw-dev-secret',
   redirect_uris: (env.OIDC_REDIRECT_URIS || 'http://127.0.0.1:8080/oauth/callback').split(',').map((s) => s.trim()).filter(Boolean),
   grant_types: ['authorization_code'],
   response_types: ['code'],
-  token_endpoint_auth_method: 'client_secret_basic',
+  ...(secret
+    ? { client_secret: secret, token_endpoint_auth_method: 'client_secret_basic' }
+    : { token_endpoint_auth_method: 'none' }),
 };
 
 function findUser(id) {
