@@ -195,6 +195,7 @@ async def test_sdk_discovers_registers_logs_in_and_refreshes(sidecar):
             assert ("POST", "/token") in paths, trail
             assert any("/interaction/" in p for p in browser.pages), "the provider's login form was not used"
             assert any(p.endswith("/oauth/callback") for p in browser.pages), browser.pages
+            assert any(p.endswith("/oauth/consent") for p in browser.pages), "the consent page was not answered"
 
             first = storage.tokens
             assert first is not None and first.refresh_token
