@@ -242,6 +242,32 @@ impl Sidecar {
         (browser, page)
     }
 
+    /// The TTLs (seconds) of the pending logins (`oauth:state:*`) under this sidecar's prefix.
+    async fn pending_logins(&self) -> Vec<i64> {
+        let mut redis = redis::Client::open(redis().url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let pattern = format!("{}oauth:state:*", self.state.config.key_prefix);
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg(&pattern)
+            .query_async(&mut redis)
+            .await
+            .unwrap();
+        let mut ttls = Vec::new();
+        for key in keys {
+            ttls.push(
+                redis::cmd("TTL")
+                    .arg(&key)
+                    .query_async(&mut redis)
+                    .await
+                    .unwrap(),
+            );
+        }
+        ttls
+    }
+
     /// The stored grant of an authorization code (codes are stored under their hash).
     async fn grant(&self, code: &str) -> CodeGrant {
         self.state
@@ -431,7 +457,13 @@ async fn oidc_login_consent_and_code_bound_to_client_resource_and_user() {
     let client_id = sidecar.client("<script>alert('name')</script> Notes").await;
     let (mut browser, login_page) = sidecar.open_login(&client_id).await;
     assert!(login_page.url.contains("/interaction/"), "{login_page:?}");
+    // The pending login waits in Redis under `oauth:state:*` with a lifetime (default 10 min).
+    let pending = sidecar.pending_logins().await;
+    assert_eq!(pending.len(), 1, "{pending:?}");
+    assert!((1..=600).contains(&pending[0]), "ttl {pending:?}");
     let consent = oidc_login(&mut browser, &login_page, "alice", "alice-password").await;
+    // Taken once by the callback.
+    assert!(sidecar.pending_logins().await.is_empty());
 
     // The consent page names the client (escaped), where the code goes, the resource and scopes.
     assert_html_page(&consent, 200);
