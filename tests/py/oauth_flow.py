@@ -14,6 +14,7 @@ tests/e2e/login.py).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import socket
@@ -30,9 +31,23 @@ from mcp.shared.auth import OAuthClientMetadata
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
 
-from conftest import Memory, claims  # noqa: E402  (tests/e2e's SDK token storage and JWT reader)
 from login import Browser, Redirected  # noqa: E402
 from stack import _die_with_parent, bin_dir, free_port  # noqa: E402
+
+
+def _e2e_conftest():
+    """tests/e2e/conftest.py under a name of its own (another `conftest` may be loaded already)."""
+    spec = importlib.util.spec_from_file_location("e2e_conftest", ROOT / "tests" / "e2e" / "conftest.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return module
+
+
+# The SDK's token storage and the JWT payload reader of the full-stack tests.
+_E2E = _e2e_conftest()
+Memory = _E2E.Memory
+claims = _E2E.claims
 
 REDIRECT_URI = "http://127.0.0.1:1/callback"
 USERS = {u["login"]: u for u in json.loads((ROOT / "tests/oidc/users.json").read_text())}
