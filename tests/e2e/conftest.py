@@ -14,11 +14,13 @@ from pathlib import Path
 import httpx2
 import pytest
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
-from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
+from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "tools"))
 
 import stack as stack_mod  # noqa: E402
+from connect import Tokens  # noqa: E402  (the token storage of README's client)
 from login import Browser  # noqa: E402
 
 USERS = json.loads((stack_mod.ROOT / "tests/oidc/users.json").read_text())
@@ -73,26 +75,6 @@ def stack(tmp_path_factory):
     running.stop()
 
 
-class Memory:
-    """The SDK's TokenStorage, in memory: what a client would keep on disk."""
-
-    def __init__(self) -> None:
-        self.tokens: OAuthToken | None = None
-        self.client_info: OAuthClientInformationFull | None = None
-
-    async def get_tokens(self):
-        return self.tokens
-
-    async def set_tokens(self, tokens):
-        self.tokens = tokens
-
-    async def get_client_info(self):
-        return self.client_info
-
-    async def set_client_info(self, client_info):
-        self.client_info = client_info
-
-
 @dataclass
 class McpUser:
     """One person's MCP client for one server: the SDK's OAuth provider, its storage, the
@@ -100,7 +82,7 @@ class McpUser:
 
     url: str
     browser: Browser
-    storage: Memory = field(default_factory=Memory)
+    storage: Tokens = field(default_factory=Tokens)
     trail: list[tuple[str, str, int]] = field(default_factory=list)
     provider: OAuthClientProvider | None = None
 
