@@ -75,6 +75,10 @@ def stack(tmp_path_factory):
     running.stop()
 
 
+# The SDK's TokenStorage in memory, under the name tests/py/oauth_flow.py imports.
+Memory = Tokens
+
+
 @dataclass
 class McpUser:
     """One person's MCP client for one server: the SDK's OAuth provider, its storage, the
