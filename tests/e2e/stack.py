@@ -18,7 +18,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PYTHON = ROOT / ".venv" / "bin" / "python"
-START_TIMEOUT = 150.0
+START_TIMEOUT = 300.0
 STOP_TIMEOUT = 30.0
 
 
