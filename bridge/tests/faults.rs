@@ -273,3 +273,38 @@ async fn idle_sessions_close_and_abandoned_requests_do_not_keep_them_open() {
     );
     assert_eq!(c.post(&s, &request(2, "ping", json!({}))).await.status, 404);
 }
+
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off_and_the_session_carries_on() {
+    let b = Bridge::echo(&["--slow-client-timeout", "300ms"], &[]);
+    let mut c = b.client().await;
+    let s = c.initialize(VERSION).await;
+    // About 4 MB of progress events: more than every buffer between the bridge and a client
+    // that never reads its stream.
+    let flood = request(
+        1,
+        "debug/progress",
+        json!({"steps": 30_000, "_meta": {"progressToken": 1}}),
+    );
+    let mut stalled = b.client().await;
+    let unread = stalled
+        .send("POST", "/mcp", &session_headers(&s), Some(&flood))
+        .await;
+    // The child can only answer this after the flood, so the bridge must keep reading the child
+    // while the first client sits on its stream.
+    let ping = tokio::time::timeout(NET, c.post(&s, &request(2, "ping", json!({"after": 1}))))
+        .await
+        .unwrap_or_else(|_| panic!("a client that stopped reading stalled the session"));
+    assert_eq!(ping.json()["result"]["after"], 1);
+    // The stalled stream was cut: reading it now ends instead of waiting forever.
+    let rest = tokio::time::timeout(NET, read(unread))
+        .await
+        .unwrap_or_else(|_| panic!("the cut-off stream never ended"));
+    assert_eq!(rest.status, 200);
+    let events = rest.events();
+    assert!(
+        events.len() < 30_001,
+        "the slow client got all {} events",
+        events.len()
+    );
+}
