@@ -17,7 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::claims::{AccessTokenClaims, Audience, Scopes};
 use crate::identity::Identity;
-use crate::jwk::{Algorithm, KeyEntry, KeySet, VerifyingKey};
+use crate::jwk::{Algorithm, FastKey, KeyEntry, KeySet, VerifyingKey};
 use crate::resource::Resource;
 
 /// Default for [`VerifyOptions::leeway_secs`]: clock skew tolerated on `exp`, `nbf` and `iat`.
@@ -205,31 +205,30 @@ fn check_signature(
     signing_input: &[u8],
     signature: &[u8],
 ) -> Result<(), VerifyError> {
-    use rsa::signature::Verifier;
+    use rsa_v010::signature::Verifier;
     fn bad<E>(_: E) -> VerifyError {
         VerifyError::BadSignature
     }
-    match (alg, &entry.key) {
-        (Algorithm::ES256, VerifyingKey::P256(_)) => {
-            let k = entry.p256_v14().ok_or(VerifyError::KeyAlgorithmMismatch)?;
+    match (alg, entry.fast(), &entry.key) {
+        (Algorithm::ES256, FastKey::P256(k), _) => {
             // RFC 7518 §3.4: the JWS signature is R || S, 32 bytes each.
             let sig = p256_v14::ecdsa::Signature::from_slice(signature).map_err(bad)?;
-            p256_v14::ecdsa::signature::Verifier::verify(k, signing_input, &sig).map_err(bad)
+            k.verify(signing_input, &sig).map_err(bad)
         }
-        (Algorithm::EdDSA, VerifyingKey::Ed25519(k)) => {
+        (Algorithm::EdDSA, FastKey::Ed25519, VerifyingKey::Ed25519(k)) => {
             let sig = ed25519_dalek::Signature::from_slice(signature).map_err(bad)?;
             k.verify_strict(signing_input, &sig).map_err(bad)
         }
-        (Algorithm::RS256, VerifyingKey::Rsa(k)) => {
-            let sig = rsa::pkcs1v15::Signature::try_from(signature).map_err(bad)?;
-            rsa::pkcs1v15::VerifyingKey::<Sha256>::new(k.clone())
+        (Algorithm::RS256, FastKey::Rsa(k), _) => {
+            let sig = rsa_v010::pkcs1v15::Signature::try_from(signature).map_err(bad)?;
+            rsa_v010::pkcs1v15::VerifyingKey::<sha2_v011::Sha256>::new((**k).clone())
                 .verify(signing_input, &sig)
                 .map_err(bad)
         }
-        (Algorithm::PS256, VerifyingKey::Rsa(k)) => {
+        (Algorithm::PS256, FastKey::Rsa(k), _) => {
             // RFC 7518 §3.5: the salt is as long as the hash.
-            let sig = rsa::pss::Signature::try_from(signature).map_err(bad)?;
-            rsa::pss::VerifyingKey::<Sha256>::new(k.clone())
+            let sig = rsa_v010::pss::Signature::try_from(signature).map_err(bad)?;
+            rsa_v010::pss::VerifyingKey::<sha2_v011::Sha256>::new((**k).clone())
                 .verify(signing_input, &sig)
                 .map_err(bad)
         }

@@ -133,15 +133,27 @@ pub struct KeyEntry {
     pub alg: Option<Algorithm>,
     /// The key.
     pub key: VerifyingKey,
-    /// A P-256 key again, as `p256` 0.14 verifies it: much faster on wasm32 (see the workspace
-    /// manifest). [`VerifyingKey::P256`] keeps the 0.13 type that the sidecar's signing uses.
-    p256_v14: Option<p256_v14::ecdsa::VerifyingKey>,
+    /// The same key for the faster verifiers.
+    fast: FastKey,
+}
+
+/// A key again, as the verifier crates that are fastest on wasm32 take it (`p256` 0.14 and `rsa`
+/// 0.10, see the workspace manifest): what [`crate::auth`] verifies with. [`VerifyingKey`] keeps
+/// the types of the crates the sidecar signs with.
+#[derive(Clone, Debug)]
+pub(crate) enum FastKey {
+    /// A P-256 key.
+    P256(p256_v14::ecdsa::VerifyingKey),
+    /// An RSA key.
+    Rsa(Box<rsa_v010::RsaPublicKey>),
+    /// Ed25519 keys are verified as [`VerifyingKey::Ed25519`].
+    Ed25519,
 }
 
 impl KeyEntry {
-    /// The `p256` 0.14 form of a P-256 key, for [`crate::auth`]'s verification.
-    pub(crate) fn p256_v14(&self) -> Option<&p256_v14::ecdsa::VerifyingKey> {
-        self.p256_v14.as_ref()
+    /// The key as [`crate::auth`] verifies with it.
+    pub(crate) fn fast(&self) -> &FastKey {
+        &self.fast
     }
 
     /// Whether tokens signed with `alg` may be verified with this key.
@@ -220,8 +232,7 @@ fn parse_jwk(jwk: &Jwk) -> Result<KeyEntry, KeyError> {
         ),
     };
     let invalid = || KeyError::InvalidKeyMaterial(kid.clone());
-    let mut p256_v14 = None;
-    let key = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
+    let (key, fast) = match (jwk.kty.as_str(), jwk.crv.as_deref()) {
         ("EC", Some("P-256")) => {
             let (x, y) = (b64(jwk.x.as_ref(), &kid)?, b64(jwk.y.as_ref(), &kid)?);
             if x.len() != 32 || y.len() != 32 {
@@ -232,28 +243,40 @@ fn parse_jwk(jwk: &Jwk) -> Result<KeyEntry, KeyError> {
             sec1.extend_from_slice(&x);
             sec1.extend_from_slice(&y);
             // Both reject points not on the curve and the identity.
-            p256_v14 =
-                Some(p256_v14::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| invalid())?);
-            VerifyingKey::P256(
-                p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| invalid())?,
+            (
+                VerifyingKey::P256(
+                    p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| invalid())?,
+                ),
+                FastKey::P256(
+                    p256_v14::ecdsa::VerifyingKey::from_sec1_bytes(&sec1).map_err(|_| invalid())?,
+                ),
             )
         }
         ("OKP", Some("Ed25519")) => {
             let x: [u8; 32] = b64(jwk.x.as_ref(), &kid)?
                 .try_into()
                 .map_err(|_| invalid())?;
-            VerifyingKey::Ed25519(
-                ed25519_dalek::VerifyingKey::from_bytes(&x).map_err(|_| invalid())?,
-            )
+            let key = ed25519_dalek::VerifyingKey::from_bytes(&x).map_err(|_| invalid())?;
+            (VerifyingKey::Ed25519(key), FastKey::Ed25519)
         }
         ("RSA", _) => {
-            let n = rsa::BigUint::from_bytes_be(&b64(jwk.n.as_ref(), &kid)?);
-            let e = rsa::BigUint::from_bytes_be(&b64(jwk.e.as_ref(), &kid)?);
+            let (n_bytes, e_bytes) = (b64(jwk.n.as_ref(), &kid)?, b64(jwk.e.as_ref(), &kid)?);
+            let n = rsa::BigUint::from_bytes_be(&n_bytes);
+            let e = rsa::BigUint::from_bytes_be(&e_bytes);
             if !(RSA_MIN_BITS..=RSA_MAX_BITS).contains(&n.bits()) {
                 return Err(KeyError::RsaKeySize(kid));
             }
-            VerifyingKey::Rsa(
-                rsa::RsaPublicKey::new_with_max_size(n, e, RSA_MAX_BITS).map_err(|_| invalid())?,
+            let fast = rsa_v010::RsaPublicKey::new(
+                rsa_v010::BoxedUint::from_be_slice_vartime(&n_bytes),
+                rsa_v010::BoxedUint::from_be_slice_vartime(&e_bytes),
+            )
+            .map_err(|_| invalid())?;
+            (
+                VerifyingKey::Rsa(
+                    rsa::RsaPublicKey::new_with_max_size(n, e, RSA_MAX_BITS)
+                        .map_err(|_| invalid())?,
+                ),
+                FastKey::Rsa(Box::new(fast)),
             )
         }
         _ => return Err(KeyError::UnsupportedKeyType(kid)),
@@ -262,7 +285,7 @@ fn parse_jwk(jwk: &Jwk) -> Result<KeyEntry, KeyError> {
         kid,
         alg,
         key,
-        p256_v14,
+        fast,
     };
     if let Some(pinned) = alg
         && !entry.allows(pinned)
