@@ -139,6 +139,7 @@ def test_policy_refuses_a_server_the_user_is_not_allowed_on(stack, clients):
     # and the policy filter refused: time is for the sales group only.
     assert claims(time_client.access_token)["aud"] == f"{stack.url}/time/mcp"
     assert response.status_code == 403, response.text
+    assert response.json()["error"]["message"] == "forbidden by policy"
     again = httpx.post(time_client.url, json=INITIALIZE,
                        headers={**MCP_HEADERS, "Authorization": f"Bearer {time_client.access_token}"})
     assert again.status_code == 403

@@ -180,6 +180,7 @@ def test_a_token_for_another_server_gets_401_invalid_token(traefik, bob, stack):
                            json.dumps(INITIALIZE).encode())
     assert sent.auth_request.headers["x-forwarded-uri"] == "/memory/mcp?x=1"
     assert sent.response.status_code == 401
+    assert sent.response.json()["error"] == "invalid_token", "the body of /verify reaches the client"
     challenge = sent.response.headers["www-authenticate"]
     assert 'error="invalid_token"' in challenge
     assert "/.well-known/oauth-protected-resource/memory/mcp" in challenge
