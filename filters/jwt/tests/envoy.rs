@@ -118,6 +118,8 @@ impl Gateway {
 struct Shared {
     gw: Gateway,
     key: Key,
+    /// Published too: one key for each other algorithm.
+    others: Vec<Key>,
     /// A different key published nowhere, also called `k1`.
     impostor: Key,
 }
@@ -126,9 +128,19 @@ fn shared() -> &'static Shared {
     static SHARED: OnceLock<Shared> = OnceLock::new();
     SHARED.get_or_init(|| {
         let key = Key::generate(Algorithm::ES256, "k1");
+        let others: Vec<Key> = [Algorithm::EdDSA, Algorithm::RS256, Algorithm::PS256]
+            .into_iter()
+            .map(|alg| Key::generate(alg, alg.as_str()))
+            .collect();
         let impostor = Key::generate(Algorithm::ES256, "k1");
-        let gw = Gateway::start(KeyServer::new(jwks(&[&key])), true, "300s");
-        Shared { gw, key, impostor }
+        let published: Vec<&Key> = std::iter::once(&key).chain(&others).collect();
+        let gw = Gateway::start(KeyServer::new(jwks(&published)), true, "300s");
+        Shared {
+            gw,
+            key,
+            others,
+            impostor,
+        }
     })
 }
 
@@ -284,6 +296,22 @@ fn valid_token_reaches_the_upstream_with_identity_headers_and_without_authorizat
             h.get("authorization").is_none(),
             "token passed through: {h}"
         );
+    }
+}
+
+#[test]
+fn tokens_signed_with_every_supported_algorithm_are_accepted() {
+    let s = shared();
+    for key in std::iter::once(&s.key).chain(&s.others) {
+        let r =
+            s.gw.get_with_token("/alpha/mcp", &token(key, &s.gw, "alpha", "mcp:read"));
+        assert_eq!(r.status, 200, "{}: {r:?}", key.kid);
+        // A signature by another key under the same `kid` is refused.
+        let forged = Key::generate(key.key.algorithm(), &key.kid);
+        let r =
+            s.gw.get_with_token("/alpha/mcp", &token(&forged, &s.gw, "alpha", "mcp:read"));
+        assert_eq!(r.status, 401, "{}: {r:?}", key.kid);
+        assert_eq!(r.json()["error_description"], "invalid signature");
     }
 }
 
