@@ -15,7 +15,7 @@ import time
 import anyio
 import httpx
 import pytest
-from conftest import INITIALIZE, MCP_HEADERS, McpUser, claims, client_auth, user
+from conftest import INITIALIZE, MCP_HEADERS, USERS, McpUser, claims, client_auth, user
 from login import Browser
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -55,6 +55,15 @@ def text(result) -> str:
 
 def www_authenticate(response: httpx.Response) -> str:
     return response.headers.get("www-authenticate", "")
+
+
+def test_the_runner_prints_the_urls_the_test_users_and_how_to_connect(stack):
+    banner = stack.log.read_text()
+    for name in ("everything", "memory", "time"):
+        assert f"{stack.url}/{name}/mcp" in banner
+    for u in USERS:
+        assert f"{u['login']} / {u['password']}" in banner
+    assert f"deploy/tools/connect.py {stack.url}/everything/mcp" in banner
 
 
 def test_first_401_leads_to_the_metadata_and_the_authorization_server(stack):
