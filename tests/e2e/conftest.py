@@ -27,14 +27,16 @@ USERS = json.loads((stack_mod.ROOT / "tests/oidc/users.json").read_text())
 # The client's redirect URI: loopback, never listened on (the browser stops at the redirect).
 REDIRECT_URI = "http://127.0.0.1:1/callback"
 
-# The stack of these tests: three servers as `make run` ships them; `time` only for the sales
-# group (the policy filter), so alice (engineering) gets a token for it and is still refused.
+# The stack of these tests: three servers as `make run` ships them; `memory` requires a scope
+# (announced in its metadata, so the client asks for it); `time` only for the sales group (the
+# policy filter), so alice (engineering) gets a token for it and is still refused.
 SERVERS = """
 [servers.everything]
 command = ["node_modules/.bin/mcp-server-everything"]
 
 [servers.memory]
 command = ["node_modules/.bin/mcp-server-memory"]
+scopes = ["memory:write"]
 
 [servers.time]
 command = [".venv/bin/mcp-server-time"]

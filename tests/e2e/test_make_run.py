@@ -115,7 +115,9 @@ def test_sdk_client_registers_logs_in_and_calls_tools_on_two_servers(stack, clie
     })
     assert {"create_entities", "read_graph"} <= names
     assert "mcpgw" in text(result)
-    assert claims(memory.access_token)["aud"] == f"{stack.url}/memory/mcp"
+    minted = claims(memory.access_token)
+    assert minted["aud"] == f"{stack.url}/memory/mcp"
+    assert "memory:write" in minted["scope"].split(), "the scope memory requires was not granted"
 
 
 def test_refresh_rotates_the_tokens_and_the_new_access_token_works(stack, clients, alice):
