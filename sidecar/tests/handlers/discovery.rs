@@ -159,3 +159,21 @@ async fn keys_directory_persists_the_ring_in_a_private_file() {
     assert_eq!(after.keys.len(), 2);
     assert_eq!(after.keys[1], before.keys[0]);
 }
+
+#[tokio::test]
+async fn scheduled_rotation_happens_only_when_the_key_is_old_enough() {
+    let app = App::start().await;
+    let keys = &app.state.keys;
+    let kid = keys.current().kid.clone();
+    let every = std::time::Duration::from_secs(3600);
+    keys.rotate_if_due(every, mcpgw_sidecar::now() + 60)
+        .await
+        .unwrap();
+    assert_eq!(keys.current().kid, kid);
+    keys.rotate_if_due(every, mcpgw_sidecar::now() + 3601)
+        .await
+        .unwrap();
+    assert_ne!(keys.current().kid, kid);
+    let published = jwks(&app.get("/.well-known/jwks.json").await);
+    assert_eq!(published.keys[1].kid.as_deref(), Some(kid.as_str()));
+}
