@@ -4,7 +4,8 @@
 //! `WWW-Authenticate`, body) is exactly the JWT filter's. On top, the sidecar checks revocation
 //! (the token's `oauth:token:{jti}` must still exist). Allowed: 200 with the identity headers,
 //! which Traefik copies upstream (`authResponseHeaders`). A path that names no configured
-//! resource is refused with 404 (fail closed).
+//! resource is refused with 404 (fail closed). A CORS preflight (`X-Forwarded-Method: OPTIONS`
+//! with `Access-Control-Request-Method`) passes without a token and without identity headers.
 
 use axum::Router;
 use axum::extract::State;
@@ -65,6 +66,13 @@ async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Response {
                 .to_owned(),
         );
     };
+    // CORS preflight carries no credentials (Fetch spec): let it through, as the JWT filter does.
+    let preflight = header_str(&headers, "x-forwarded-method")
+        .is_some_and(|m| m.eq_ignore_ascii_case("OPTIONS"))
+        && headers.contains_key("access-control-request-method");
+    if preflight {
+        return StatusCode::OK.into_response();
+    }
     let ring = state.keys.current();
     let options = VerifyOptions::new(state.config.issuer.clone());
     let decision = {

@@ -238,3 +238,30 @@ async fn introspection_requires_an_authenticated_confidential_client() {
         .await;
     assert_eq!(r.json["error"], "invalid_client");
 }
+
+#[tokio::test]
+async fn verify_lets_a_cors_preflight_through_without_identity() {
+    let app = App::start().await;
+    let preflight = |method: &str, acrm: bool| {
+        let mut req = axum::http::Request::get("/verify")
+            .header("x-forwarded-host", "127.0.0.1:8080")
+            .header("x-forwarded-uri", "/everything/mcp")
+            .header("x-forwarded-method", method);
+        if acrm {
+            req = req.header("access-control-request-method", "POST");
+        }
+        req.body(axum::body::Body::empty()).unwrap()
+    };
+    let r = app.send(preflight("OPTIONS", true)).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(r.headers.get(identity::SUBJECT).is_none());
+    // Not a preflight: a plain OPTIONS, or a POST claiming the CORS header, needs a token.
+    assert_eq!(
+        app.send(preflight("OPTIONS", false)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        app.send(preflight("POST", true)).await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
