@@ -14,7 +14,7 @@ tests/e2e/login.py).
 
 from __future__ import annotations
 
-import importlib.util
+import base64
 import json
 import os
 import socket
@@ -30,24 +30,17 @@ from mcp.shared.auth import OAuthClientMetadata
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests" / "e2e"))
+sys.path.insert(0, str(ROOT / "deploy" / "tools"))
 
+from connect import Tokens  # noqa: E402  (the SDK token storage of README's client)
 from login import Browser, Redirected  # noqa: E402
 from stack import _die_with_parent, bin_dir, free_port  # noqa: E402
 
 
-def _e2e_conftest():
-    """tests/e2e/conftest.py under a name of its own (another `conftest` may be loaded already)."""
-    spec = importlib.util.spec_from_file_location("e2e_conftest", ROOT / "tests" / "e2e" / "conftest.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # its dataclasses look themselves up there
-    spec.loader.exec_module(module)
-    return module
-
-
-# The SDK's token storage and the JWT payload reader of the full-stack tests.
-_E2E = _e2e_conftest()
-Memory = _E2E.Memory
-claims = _E2E.claims
+def claims(jwt: str) -> dict:
+    """A JWT's payload, unverified (the sidecar's /verify verifies; the test reads what was minted)."""
+    payload = jwt.split(".")[1]
+    return json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
 
 REDIRECT_URI = "http://127.0.0.1:1/callback"
 USERS = {u["login"]: u for u in json.loads((ROOT / "tests/oidc/users.json").read_text())}
@@ -146,7 +139,7 @@ scopes_required = ["mcp:tools"]
         procs.stop()
 
 
-def sdk_client(origin: str, browser: Browser, storage: Memory) -> OAuthClientProvider:
+def sdk_client(origin: str, browser: Browser, storage: Tokens) -> OAuthClientProvider:
     redirected: dict[str, Redirected] = {}
 
     async def redirect_handler(authorization_url: str) -> None:
@@ -188,7 +181,7 @@ async def test_sdk_discovers_registers_logs_in_and_refreshes(sidecar):
     origin = sidecar
     alice = USERS["alice"]
     browser = Browser(alice["login"], alice["password"])
-    storage = Memory()
+    storage = Tokens()
     trail: list[tuple[str, str, int]] = []
 
     async def record(response: httpx2.Response) -> None:
