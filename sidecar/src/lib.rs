@@ -101,7 +101,10 @@ pub fn router(state: AppState) -> Router {
         .merge(authorize::routes())
         .layer(axum::middleware::map_response(log_internal_error))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        // Spans name the path only: query strings carry codes and state (never logged).
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
+            tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+        }))
         .with_state(state)
 }
 

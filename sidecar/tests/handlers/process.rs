@@ -144,6 +144,14 @@ async fn serves_logs_json_without_secrets_survives_a_redis_restart_and_stops_gra
         }
     };
     assert_eq!(verify(access.clone()).await, 200);
+    // Query strings (codes at /oauth/callback) never reach the request spans.
+    let status = http
+        .get(format!("{base}/health?code={code}"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 200);
 
     // Redis goes away: not ready, /verify fails closed; it comes back: everything works again.
     redis.stop();
