@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import re
 import sys
 import tomllib
 from dataclasses import dataclass, field
@@ -69,6 +70,8 @@ class Config:
     upstream: str
     allowed_users: list[str]
     allowed_orgs: list[str]
+    # The sidecar's access-token lifetime, e.g. "10m" (None: the sidecar's default).
+    access_token_lifetime: str | None
     servers: list[Server]
     k8s_public_url: str
     path: Path = field(default=ROOT / "mcpgw.toml")
@@ -138,6 +141,9 @@ def load_config(path: Path) -> Config:
         errors.append('login.upstream: must be "oidc" or "github"')
     allowed_users = _take(login, "allowed_users", list, "login", errors, [])
     allowed_orgs = _take(login, "allowed_orgs", list, "login", errors, [])
+    lifetime = login.pop("access_token_lifetime", None)
+    if lifetime is not None and not (isinstance(lifetime, str) and re.fullmatch(r"[1-9][0-9]*(s|m|h)", lifetime)):
+        errors.append('login.access_token_lifetime: must be a duration like "90s", "10m" or "1h"')
     _unknown(login, "login", errors)
 
     parsed: list[Server] = []
@@ -177,6 +183,7 @@ def load_config(path: Path) -> Config:
         upstream=upstream,
         allowed_users=allowed_users,
         allowed_orgs=allowed_orgs,
+        access_token_lifetime=lifetime,
         servers=parsed,
         k8s_public_url=k8s_url,
         path=path,

@@ -190,7 +190,7 @@ def sidecar_config(cfg: render.Config, listen: int, redis_port: int, oidc_issuer
         if cfg.allowed_users or cfg.allowed_orgs
         else {"everyone": True}
     )
-    return {
+    conf = {
         "issuer": cfg.public_url,
         "listen": f"127.0.0.1:{listen}",
         "redis_url": f"redis://127.0.0.1:{redis_port}",
@@ -199,6 +199,9 @@ def sidecar_config(cfg: render.Config, listen: int, redis_port: int, oidc_issuer
         "allow": allow,
         "resources": render.resources(cfg.public_url, cfg.enabled_servers()),
     }
+    if cfg.access_token_lifetime:
+        conf["tokens"] = {"access_token_lifetime": cfg.access_token_lifetime}
+    return conf
 
 
 def sidecar_env(cfg: render.Config) -> dict[str, str]:

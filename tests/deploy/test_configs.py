@@ -322,6 +322,7 @@ def test_shipped_mcpgw_toml_is_valid():
         ('[servers.a]\nenabled = true\n', "servers.a.command: missing"),
         ('[gateway]\nsidecar_port = 70000\n[servers.a]\ncommand = ["x"]\n', "gateway.sidecar_port"),
         ('[servers.a]\ncommand = ["x"]\nallow_groups = "eng"\n', "servers.a.allow_groups: must be a list"),
+        ('[login]\naccess_token_lifetime = "10 minutes"\n[servers.a]\ncommand = ["x"]\n', "login.access_token_lifetime"),
         ("[servers.a\n", "mcpgw.toml"),
     ],
 )

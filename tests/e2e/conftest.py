@@ -61,6 +61,13 @@ MCP_HEADERS = {
     "MCP-Protocol-Version": "2025-11-25",
 }
 
+# Short-lived access tokens, so that a revoked grant ends within the test (Envoy verifies access
+# tokens locally; see test_revoked_tokens_are_refused).
+ACCESS_TOKEN_SECONDS = 8
+LOGIN = f'access_token_lifetime = "{ACCESS_TOKEN_SECONDS}s"'
+# The JWT filter's default clock leeway (envoy/gateway.yaml sets none).
+LEEWAY_SECONDS = 30
+
 
 def user(login: str) -> dict:
     return next(u for u in USERS if u["login"] == login)
@@ -72,7 +79,7 @@ def stack(tmp_path_factory):
     assert not missing, (
         f"{missing} not built in {stack_mod.bin_dir()}: run `make run-build` (or set MCPGW_BIN_DIR)"
     )
-    running = stack_mod.start(tmp_path_factory.mktemp("make-run"), SERVERS)
+    running = stack_mod.start(tmp_path_factory.mktemp("make-run"), SERVERS, login_toml=LOGIN)
     yield running
     running.stop()
 

@@ -91,16 +91,17 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
-def start(tmp: Path, servers_toml: str, *, port: int | None = None) -> Stack:
-    """Starts run.py with [gateway] on a free port, internal ports free, and `servers_toml` (the
-    [servers.*] tables) in `tmp`; returns once stack.json says everything is up."""
+def start(tmp: Path, servers_toml: str, *, login_toml: str = "", port: int | None = None) -> Stack:
+    """Starts run.py with [gateway] on a free port, internal ports free, `login_toml` added to
+    [login] and `servers_toml` (the [servers.*] tables), in `tmp`; returns once stack.json says
+    everything is up."""
     port = port or free_port()
     state = tmp / "state"
     config = tmp / "mcpgw.toml"
     config.write_text(
         f'[gateway]\nport = {port}\npublic_url = "http://127.0.0.1:{port}"\n'
         f'state_dir = "{state}"\nsidecar_port = 0\nbridge_ports_from = 0\n\n'
-        f'[login]\nupstream = "oidc"\n\n{servers_toml}'
+        f'[login]\nupstream = "oidc"\n{login_toml}\n\n{servers_toml}'
     )
     log = tmp / "run.log"
     with open(log, "wb") as out:

@@ -15,7 +15,7 @@ import time
 import anyio
 import httpx
 import pytest
-from conftest import INITIALIZE, MCP_HEADERS, USERS, McpUser, claims, client_auth, user
+from conftest import INITIALIZE, LEEWAY_SECONDS, MCP_HEADERS, USERS, McpUser, claims, client_auth, user
 from login import Browser
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
@@ -204,4 +204,17 @@ def test_revoked_tokens_are_refused(stack, clients, alice):
     assert "logged in again" in text(result)
     assert ("POST", "/token", 400) in everything.trail, everything.trail
     assert len(alice.pages) > logins, "the revoked grant was refreshed without a new login"
+
+    # Envoy verifies access tokens locally (no call to the sidecar per request): the revoked
+    # grant's last access token ends at its expiry (plus the filter's clock leeway), and nothing
+    # can renew it.
+    deadline = claims(tokens.access_token)["exp"] + LEEWAY_SECONDS + 15
+    while True:
+        r = httpx.post(everything.url, json=INITIALIZE,
+                       headers={**MCP_HEADERS, "Authorization": f"Bearer {tokens.access_token}"})
+        if r.status_code == 401 or time.time() > deadline:
+            break
+        time.sleep(1)
+    assert r.status_code == 401, "Envoy still accepts the revoked grant's token after its expiry"
+    assert 'error="invalid_token"' in www_authenticate(r)
 
