@@ -64,16 +64,25 @@ struct Gateway {
 
 impl Gateway {
     /// Starts Envoy; the key server is started first when `keys_up`.
-    fn start(mut keys: KeyServer, keys_up: bool, refresh_interval: &str) -> Gateway {
+    fn start(keys: KeyServer, keys_up: bool, refresh_interval: &str) -> Gateway {
+        Gateway::start_edited(keys, keys_up, refresh_interval, &|_| {})
+    }
+
+    /// Starts Envoy with the plugin configuration changed by `edit`.
+    fn start_edited(
+        mut keys: KeyServer,
+        keys_up: bool,
+        refresh_interval: &str,
+        edit: &dyn Fn(&mut Value),
+    ) -> Gateway {
         if keys_up {
             keys.start();
         }
         let echo = echo_server();
         let (port, admin) = (free_port(), free_port());
-        let filters = vec![
-            jwt_filter("mcpgw_jwt", &plugin_config(port, refresh_interval)),
-            router(),
-        ];
+        let mut config = plugin_config(port, refresh_interval);
+        edit(&mut config);
+        let filters = vec![jwt_filter("mcpgw_jwt", &config), router()];
         let yaml = bootstrap(
             admin,
             vec![listener("public", port, filters, vec![route_to("echo")])],
@@ -455,6 +464,24 @@ fn without_keys_requests_fail_closed_until_the_key_server_answers() {
     }
     let log = gw.envoy.proc.log();
     assert!(log.contains("jwks fetch answered status 503"), "{log}");
+}
+
+#[test]
+fn inline_keys_verify_and_the_token_is_forwarded_only_when_configured() {
+    let key = Key::generate(Algorithm::ES256, "inline");
+    let inline: Value = serde_json::from_str(&jwks(&[&key])).unwrap();
+    // No key server at all: the keys are in the configuration.
+    let gw = Gateway::start_edited(KeyServer::new(String::new()), false, "300s", &|c| {
+        c["jwks"] = json!({ "inline": inline });
+        c["forward_authorization"] = true.into();
+    });
+    let t = token(&key, &gw, "alpha", "mcp:read");
+    let r = gw.get_with_token("/alpha/mcp", &t);
+    assert_eq!(r.status, 200, "{r:?}");
+    let h = &r.json()["headers"];
+    assert_eq!(h["authorization"], format!("Bearer {t}"));
+    assert_eq!(h["x-mcpgw-subject"], "github:4242");
+    assert_eq!(gw.get("/alpha/mcp", &[]).status, 401);
 }
 
 /// Runs Envoy on `bootstrap` and returns its exit code and log once it exits (within 30 s).
