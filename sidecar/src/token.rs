@@ -92,21 +92,22 @@ async fn token(
         form.client_secret.as_deref(),
     )?;
     let client = client_auth::authenticate(&state, &presented).await?;
+    if !matches!(grant_type.as_str(), "authorization_code" | "refresh_token") {
+        return Err(OAuthError::new(
+            ErrorCode::UnsupportedGrantType,
+            "grant_type must be authorization_code or refresh_token",
+        ));
+    }
     if !client.grant_types.contains(&grant_type) {
         return Err(OAuthError::new(
             ErrorCode::UnauthorizedClient,
             "the client is not registered for this grant type",
         ));
     }
-    let response = match grant_type.as_str() {
-        "authorization_code" => authorization_code(&state, &client, &form).await?,
-        "refresh_token" => refresh(&state, &client, &form).await?,
-        _ => {
-            return Err(OAuthError::new(
-                ErrorCode::UnsupportedGrantType,
-                "grant_type must be authorization_code or refresh_token",
-            ));
-        }
+    let response = if grant_type == "authorization_code" {
+        authorization_code(&state, &client, &form).await?
+    } else {
+        refresh(&state, &client, &form).await?
     };
     Ok(no_store(Json(response).into_response()))
 }

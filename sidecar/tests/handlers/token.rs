@@ -331,6 +331,23 @@ async fn malformed_requests_get_rfc_6749_errors() {
             None,
         )
         .await;
+    assert_eq!(r.json["error"], "unsupported_grant_type");
+    // A client registered without the refresh grant may not use it.
+    let no_refresh = app
+        .register(json!({ "redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none" }))
+        .await;
+    let id = no_refresh["client_id"].as_str().unwrap();
+    let r = app
+        .post_form(
+            "/token",
+            &[
+                ("grant_type", "refresh_token"),
+                ("client_id", id),
+                ("refresh_token", "x"),
+            ],
+            None,
+        )
+        .await;
     assert_eq!(r.json["error"], "unauthorized_client");
     let r = app
         .post_form(
