@@ -29,6 +29,21 @@ pub struct RawPolicy {
     /// Request size limits; defaults in [`RawLimits`].
     #[serde(default)]
     pub limits: RawLimits,
+    /// What happens to a request whose host and path match no server; default `deny`.
+    #[serde(default)]
+    pub other_paths: OtherPaths,
+}
+
+/// The fate of a request for a path no configured server matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OtherPaths {
+    /// Refuse it (403), like a denied call. The default.
+    #[default]
+    Deny,
+    /// Warning: let it through unchecked and unbuffered. For an Envoy chain that also serves
+    /// non-MCP routes (the sidecar's OAuth endpoints, discovery documents).
+    Pass,
 }
 
 /// One MCP server.
@@ -330,6 +345,8 @@ pub struct Policy {
     pub limits: Limits,
     /// Largest `*/list` response body the filter buffers.
     pub max_response_bytes: usize,
+    /// Requests matching no server: refused or passed.
+    pub other_paths: OtherPaths,
     /// The CEL built-in functions, registered once; each decision adds a scope of variables.
     cel_root: Context<'static, 'static>,
 }
@@ -434,6 +451,7 @@ impl TryFrom<RawPolicy> for Policy {
                 max_batch: l.max_batch,
             },
             max_response_bytes: l.max_response_bytes,
+            other_paths: raw.other_paths,
             cel_root: Context::default(),
         })
     }
@@ -514,6 +532,12 @@ impl Policy {
             .filter(|s| path.starts_with(&s.path_prefix))
             .max_by_key(|s| (s.path_prefix.len(), s.host.is_some()))
             .map(|s| s.name.as_str())
+    }
+
+    /// Whether a request to `host` + `path` is outside every server and configured to pass
+    /// unchecked ([`OtherPaths::Pass`]).
+    pub fn passes_unchecked(&self, host: &str, path: &str) -> bool {
+        self.other_paths == OtherPaths::Pass && self.server_for(host, path).is_none()
     }
 
     /// The name of rule `i` (for logs, stats and the access log).

@@ -190,6 +190,33 @@ fn an_empty_rule_list_denies_everything() {
 }
 
 #[test]
+fn paths_outside_every_server_pass_only_when_configured() {
+    let deny = Policy::from_json(br#"{"servers": [{"name": "a", "path_prefix": "/a/"}]}"#).unwrap();
+    let pass = Policy::from_json(
+        br#"{"servers": [{"name": "a", "path_prefix": "/a/"}], "other_paths": "pass"}"#,
+    )
+    .unwrap();
+    let cases = [
+        (&deny, "/token", false),
+        (&pass, "/token", true),
+        (&pass, "/a/mcp", false),
+        (&deny, "/a/mcp", false),
+    ];
+    for (policy, path, want) in cases {
+        assert_eq!(
+            policy.passes_unchecked("gw", path),
+            want,
+            "{path}: {:?}",
+            policy.other_paths
+        );
+    }
+    let e = policy_errors(
+        json!({"servers": [{"name": "a", "path_prefix": "/"}], "other_paths": "allow"}),
+    );
+    assert!(e[0].contains("allow"), "{e:?}");
+}
+
+#[test]
 fn server_matching_prefers_longest_prefix_and_ignores_the_port() {
     let p = Policy::from_json(
         br#"{"servers": [

@@ -85,6 +85,7 @@ fn stat_method(method: &str) -> &'static str {
         ("response", "response"),
         ("http:GET", "http_get"),
         ("http:DELETE", "http_delete"),
+        ("http:POST", "http_post"),
     ];
     if method.starts_with("notifications/") {
         return "notifications";
@@ -138,9 +139,11 @@ impl RootContext for PolicyRoot {
             context_id,
             worker,
             request: None,
+            awaiting_body: false,
             server: None,
             pending_lists: Vec::new(),
             response: None,
+            discarding: false,
         }))
     }
 
@@ -172,12 +175,16 @@ pub struct PolicyFilter {
     context_id: u32,
     worker: Rc<Worker>,
     request: Option<RequestHead>,
+    /// The headers went on; the decision waits for the end of the body.
+    awaiting_body: bool,
     /// The matched server of an allowed request.
     server: Option<String>,
     /// `*/list` requests whose responses are filtered.
     pending_lists: Vec<PendingList>,
     /// The framing of a response being filtered.
     response: Option<Framing>,
+    /// A list response that could not be filtered was replaced; the rest of it is dropped.
+    discarding: bool,
 }
 
 impl PolicyFilter {
@@ -248,17 +255,20 @@ impl PolicyFilter {
             return false;
         }
         self.record("allowed", &out);
-        if let Some(server) = &out.server {
-            self.set_http_request_header(SERVER_HEADER, Some(server));
-        }
-        if !out.pending_lists.is_empty() {
-            // A compressed list could not be filtered; ask the upstream for identity encoding.
-            self.set_http_request_header("accept-encoding", None);
+        if !self.awaiting_body {
+            self.route(out.server.as_deref());
         }
         self.server = out.server;
         self.pending_lists = out.pending_lists;
         self.request = Some(head);
         true
+    }
+
+    /// Names the matched server for the router (replacing any client value) and asks the
+    /// upstream for an uncompressed answer (a compressed list could not be filtered).
+    fn route(&self, server: Option<&str>) {
+        self.set_http_request_header(SERVER_HEADER, server);
+        self.set_http_request_header("accept-encoding", None);
     }
 
     /// Rewrites a buffered list response; `None` when it cannot be filtered.
@@ -274,10 +284,21 @@ impl PolicyFilter {
         filtered.ok()
     }
 
-    fn refuse_response(&self, message: &str) {
-        log::warn!("#{} {message}; refusing the response", self.context_id);
-        let body = mcp::error_response(None, mcp::INTERNAL_ERROR, message).to_string();
-        self.send_json(502, body.as_bytes());
+    /// Replaces a list response that cannot be filtered by a JSON-RPC error (fail closed: its
+    /// headers already went downstream, so the status stays; no entry leaks).
+    fn replace_response(&mut self, framing: Framing, body_size: usize, message: &str) {
+        log::warn!(
+            "#{} {message}; replacing the response with an error",
+            self.context_id
+        );
+        let id = self.pending_lists.first().map(|p| &p.id);
+        let error = mcp::error_response(id, mcp::INTERNAL_ERROR, message).to_string();
+        let body = match framing {
+            Framing::Json => error,
+            Framing::Sse => format!("event: message\ndata: {error}\n\n"),
+        };
+        self.set_http_response_body(0, body_size, body.as_bytes());
+        self.discarding = true;
     }
 }
 
@@ -297,6 +318,12 @@ impl HttpContext for PolicyFilter {
             },
             caller: Caller::from_headers(|h| self.get_http_request_header(h)),
         };
+        // CORS preflights carry no credentials (Fetch spec): the CORS filter or upstream answers.
+        let preflight = head.method.eq_ignore_ascii_case("OPTIONS")
+            && header("access-control-request-method").is_some();
+        if preflight || self.worker.policy.passes_unchecked(&head.host, &head.path) {
+            return Action::Continue;
+        }
         let is_post = head.method.eq_ignore_ascii_case("POST");
         let declared = header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
         if is_post && declared.is_some_and(|n| n > self.worker.policy.limits.max_body_bytes) {
@@ -309,8 +336,16 @@ impl HttpContext for PolicyFilter {
         }
         self.request = Some(head);
         if is_post && !end_of_stream {
-            // Wait for the body: the decision needs the JSON-RPC message.
-            return Action::Pause;
+            // The decision needs the JSON-RPC message. Envoy turns a paused header phase into
+            // "stop everything" (no body callbacks), so the headers go on now, with the route
+            // choice (host and path decide the server), and the body is held until decided.
+            let server = self
+                .request
+                .as_ref()
+                .and_then(|h| self.worker.policy.server_for(&h.host, &h.path));
+            self.route(server);
+            self.awaiting_body = true;
+            return Action::Continue;
         }
         if self.decide(&[]) {
             Action::Continue
@@ -320,7 +355,7 @@ impl HttpContext for PolicyFilter {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        if self.request.is_none() {
+        if !self.awaiting_body {
             return Action::Continue;
         }
         let limits = self.worker.policy.limits;
@@ -339,7 +374,9 @@ impl HttpContext for PolicyFilter {
             return Action::Pause;
         }
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        if self.decide(&body) {
+        let allowed = self.decide(&body);
+        self.awaiting_body = false;
+        if allowed {
             Action::Continue
         } else {
             Action::Pause
@@ -367,19 +404,23 @@ impl HttpContext for PolicyFilter {
         if self.response.is_none() {
             return Action::Continue;
         }
-        // The body changes size; hold the headers until it is rewritten.
+        // The body changes size. Envoy would stop all processing if the headers paused, so
+        // they go on now (chunked) and the body is held until it is rewritten.
         self.set_http_response_header("content-length", None);
-        Action::Pause
+        Action::Continue
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.discarding {
+            self.set_http_response_body(0, body_size, b"");
+            return Action::Continue;
+        }
         let Some(framing) = self.response else {
             return Action::Continue;
         };
         if body_size > self.worker.policy.max_response_bytes {
-            self.response = None;
-            self.refuse_response("list response is too large to filter");
-            return Action::Pause;
+            self.replace_response(framing, body_size, "list response is too large to filter");
+            return Action::Continue;
         }
         if !end_of_stream {
             return Action::Pause;
@@ -400,8 +441,8 @@ impl HttpContext for PolicyFilter {
                 Action::Continue
             }
             None => {
-                self.refuse_response("list response could not be filtered");
-                Action::Pause
+                self.replace_response(framing, body_size, "list response could not be filtered");
+                Action::Continue
             }
         }
     }

@@ -1,0 +1,283 @@
+//! `make bench` (bench-policy): what a policy decision costs, for a 50-rule policy.
+//!
+//! 1. The module's size.
+//! 2. Through the wasmtime host: wasm instructions (fuel) and wall time per request for an
+//!    allowed call, a denied call, and a `tools/list` whose 50-entry answer is filtered.
+//! 3. Through real Envoy, side by side in one run: the same upstream behind Envoy with the JWT
+//!    filter only, and with the JWT filter + the policy filter; wrk measures requests/s and p50
+//!    at 1 and 8 connections; the report gives the ratio and the p50 the policy filter adds
+//!    (target: under 20 µs).
+//!
+//! `MCPGW_BENCH_SECONDS` sets each wrk run's length (default 5).
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a benchmark aborts on failure, like a test
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::process::Command;
+use std::time::Instant;
+
+use mcpgw_testkit::{Envoy, free_port, scratch_dir, unique};
+use mcpgw_wasmhost::{Plugin, Shared, Vm};
+use serde_json::{Value, json};
+use support::*;
+
+/// A 50-rule policy shaped like a real one: protocol methods for everyone, 40 team rules over
+/// tool-name globs and groups, deny rules (two with CEL conditions that every call evaluates),
+/// and the rule the benchmark caller matches last.
+fn policy_50() -> Value {
+    let mut rules = vec![json!({"name": "protocol", "effect": "allow",
+        "methods": ["initialize", "ping", "notifications/*", "tools/list"]})];
+    for i in 0..40 {
+        rules.push(json!({"name": format!("team-{i}"), "effect": "allow", "servers": ["everything"],
+            "methods": ["tools/call"], "names": [format!("team{i}_*")], "when": {"groups": [format!("acme/team-{i}")]}}));
+    }
+    for i in 0..5 {
+        rules.push(json!({"name": format!("danger-{i}"), "effect": "deny", "methods": ["tools/call"], "names": [format!("danger{i}_*")]}));
+    }
+    rules.push(
+        json!({"name": "admin-tools", "effect": "deny", "methods": ["tools/call"],
+        "condition": "name.startsWith(\"admin_\") && !(\"acme/admins\" in groups)"}),
+    );
+    rules.push(json!({"name": "small-arguments", "effect": "deny", "methods": ["tools/call"], "condition": "size(arguments) > 16"}));
+    rules.push(json!({"name": "no-env", "effect": "deny", "methods": ["tools/call"], "names": ["printEnv"]}));
+    rules.push(json!({"name": "echo", "effect": "allow", "servers": ["everything"], "methods": ["tools/call"],
+        "names": ["echo", "add"], "when": {"scopes": ["mcp:tools"], "groups": ["acme"]}}));
+    rules.push(json!({"name": "admins", "effect": "allow", "when": {"groups": ["acme/admins"]}}));
+    assert_eq!(rules.len(), 50);
+    json!({"servers": [{"name": "everything", "path_prefix": "/everything/"}, {"name": "memory", "path_prefix": "/memory/"}], "rules": rules})
+}
+
+fn call(tool: &str) -> String {
+    json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": tool, "arguments": {"message": "hello"}}}).to_string()
+}
+
+const IDENTITY: [(&str, &str); 5] = [
+    ("x-mcpgw-subject", "github:1"),
+    ("x-mcpgw-user", "alice"),
+    ("x-mcpgw-groups", "acme,acme/team-39"),
+    ("x-mcpgw-scopes", "mcp:tools openid"),
+    ("x-mcpgw-client-id", "client-a"),
+];
+
+/// Mean fuel and wall time per request of `rounds` runs of `run`.
+fn measure(vm: &mut Vm, rounds: u32, mut run: impl FnMut(&mut Vm)) -> (u64, f64) {
+    run(vm);
+    vm.take_fuel();
+    let start = Instant::now();
+    for _ in 0..rounds {
+        run(vm);
+    }
+    let micros = start.elapsed().as_secs_f64() * 1e6 / f64::from(rounds);
+    (vm.take_fuel() / u64::from(rounds), micros)
+}
+
+fn wasmtime_costs(module: &std::path::Path) {
+    let plugin = Plugin::load(module).unwrap();
+    let mut vm = Vm::start(
+        &plugin,
+        &Shared::default(),
+        policy_50().to_string().as_bytes(),
+    )
+    .unwrap();
+    assert!(vm.configured, "{:?}", vm.logs());
+    let headers = |body: &str| {
+        let mut h: Vec<(String, String)> = [
+            (":method", "POST"),
+            (":path", "/everything/mcp"),
+            (":authority", "gw"),
+            ("content-type", "application/json"),
+        ]
+        .iter()
+        .chain(IDENTITY.iter())
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        h.push(("content-length".to_owned(), body.len().to_string()));
+        h
+    };
+    let decide = |tool: &'static str, want: Option<u32>| {
+        let body = call(tool);
+        let h = headers(&body);
+        move |vm: &mut Vm| {
+            let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let ex = vm.request(&h, body.as_bytes()).unwrap();
+            assert_eq!(ex.local.as_ref().map(|l| l.status), want);
+            vm.finish(ex.context_id).unwrap();
+        }
+    };
+    let list_body = json!({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}).to_string();
+    let tools: Vec<Value> = (0..50)
+        .map(|i| json!({"name": format!("team{}_tool", i % 45), "inputSchema": {"type": "object"}}))
+        .collect();
+    let answer = json!({"jsonrpc": "2.0", "id": 2, "result": {"tools": tools}}).to_string();
+    let list_headers = headers(&list_body);
+    let list = |vm: &mut Vm| {
+        let h: Vec<(&str, &str)> = list_headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let ex = vm.request(&h, list_body.as_bytes()).unwrap();
+        let r = vm
+            .respond(
+                &ex,
+                &[(":status", "200"), ("content-type", "application/json")],
+                answer.as_bytes(),
+            )
+            .unwrap();
+        assert!(r.local.is_none() && r.body.len() < answer.len());
+    };
+    println!(
+        "  wasmtime host, 50-rule policy (instructions = wasmtime fuel, ~1 per wasm instruction):"
+    );
+    for (label, (fuel, micros)) in [
+        (
+            "allowed tools/call (matches the 49th rule)",
+            measure(&mut vm, 2000, decide("echo", None)),
+        ),
+        (
+            "denied tools/call (deny rule)",
+            measure(&mut vm, 2000, decide("printEnv", Some(403))),
+        ),
+        (
+            "tools/list + filter a 50-tool answer",
+            measure(&mut vm, 500, list),
+        ),
+    ] {
+        println!("    {label:<46} {fuel:>9} instructions/request  {micros:>7.1} µs/request");
+    }
+}
+
+/// A wrk run's requests/s and p50 (µs).
+fn wrk(port: u16, token: &str, connections: u32, seconds: u64) -> (f64, f64) {
+    let script = scratch_dir().join(format!("{}.lua", unique("policy-wrk")));
+    let lua = format!(
+        "wrk.method = \"POST\"\nwrk.body = [[{}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
+         wrk.headers[\"Accept\"] = \"application/json, text/event-stream\"\nwrk.headers[\"Authorization\"] = \"Bearer {token}\"\n",
+        call("echo")
+    );
+    std::fs::write(&script, lua).unwrap();
+    let out = Command::new("wrk")
+        .args([
+            "-t1",
+            &format!("-c{connections}"),
+            &format!("-d{seconds}s"),
+            "--latency",
+            "-s",
+        ])
+        .arg(&script)
+        .arg(format!("http://127.0.0.1:{port}/everything/mcp"))
+        .output()
+        .expect("wrk is not installed (make bench installs it)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("Non-2xx"), "requests failed:\n{text}");
+    let rps = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok());
+    let p50 = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("50%"))
+        .map(|v| micros(v.trim()));
+    match (rps, p50) {
+        (Some(rps), Some(p50)) => (rps, p50),
+        _ => panic!("cannot read wrk's output:\n{text}"),
+    }
+}
+
+/// wrk's latency (`123.45us`, `1.20ms`, `1.00s`) in µs.
+fn micros(v: &str) -> f64 {
+    let (num, scale) = if let Some(n) = v.strip_suffix("us") {
+        (n, 1.0)
+    } else if let Some(n) = v.strip_suffix("ms") {
+        (n, 1e3)
+    } else {
+        (v.trim_end_matches('s'), 1e6)
+    };
+    num.parse::<f64>().unwrap_or(f64::NAN) * scale
+}
+
+fn envoy_costs(seconds: u64) {
+    let issuer = Issuer::new();
+    let upstream = Upstream::start("everything");
+    let start = |with_policy: bool| {
+        let (port, admin) = (free_port(), free_port());
+        let mut filters = vec![wasm_filter(
+            "jwt",
+            "mcpgw_filter_jwt.wasm",
+            &jwt_config(port, &issuer, &["everything", "memory"]),
+        )];
+        if with_policy {
+            filters.push(wasm_filter(
+                "policy",
+                "mcpgw_filter_policy.wasm",
+                &policy_50(),
+            ));
+        }
+        let yaml = bootstrap(admin, port, filters, &[("everything", upstream.port)], "");
+        (port, Envoy::start(&yaml, admin, 1))
+    };
+    let mut rows = Vec::new();
+    for with_policy in [false, true] {
+        let (port, envoy) = start(with_policy);
+        let token = issuer.token(
+            "github:1",
+            "alice",
+            &["acme", "acme/team-39"],
+            "mcp:tools",
+            &canonical(port, "everything"),
+        );
+        let r = send(
+            port,
+            "POST",
+            "/everything/mcp",
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("content-type", "application/json"),
+            ],
+            call("echo").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        wrk(port, &token, 1, 1);
+        let one = wrk(port, &token, 1, seconds);
+        let eight = wrk(port, &token, 8, seconds);
+        rows.push((with_policy, one, eight));
+        drop(envoy);
+    }
+    println!(
+        "  Envoy 1.40, 1 worker, JWT filter in front, tools/call echo, wrk {seconds}s per row:"
+    );
+    println!(
+        "    {:<26} {:>12} {:>10} {:>12} {:>10}",
+        "", "req/s (c=1)", "p50 (c=1)", "req/s (c=8)", "p50 (c=8)"
+    );
+    for (with_policy, (r1, p1), (r8, p8)) in &rows {
+        let label = if *with_policy {
+            "JWT + policy (50 rules)"
+        } else {
+            "JWT only"
+        };
+        println!("    {label:<26} {r1:>12.0} {p1:>8.0}µs {r8:>12.0} {p8:>8.0}µs");
+    }
+    if let [(_, (r1a, p1a), (r8a, p8a)), (_, (r1b, p1b), (r8b, p8b))] = rows.as_slice() {
+        println!(
+            "    policy filter: req/s ratio {:.2} (c=1) {:.2} (c=8); added p50 {:.0} µs (c=1) {:.0} µs (c=8); target < 20 µs",
+            r1b / r1a,
+            r8b / r8a,
+            p1b - p1a,
+            p8b - p8a
+        );
+    }
+}
+
+fn main() {
+    let module = wasm("mcpgw_filter_policy.wasm");
+    let size = std::fs::metadata(&module).map(|m| m.len()).unwrap_or(0);
+    println!("  module: {} {size} bytes", module.display());
+    wasmtime_costs(&module);
+    let seconds = std::env::var("MCPGW_BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    envoy_costs(seconds);
+}
