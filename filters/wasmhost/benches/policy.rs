@@ -25,7 +25,7 @@ use support::*;
 
 /// A 50-rule policy shaped like a real one: protocol methods for everyone, 40 team rules over
 /// tool-name globs and groups, deny rules (two with CEL conditions that every call evaluates),
-/// and the rule the benchmark caller matches last.
+/// and the rule the benchmark caller matches, last.
 fn policy_50() -> Value {
     let mut rules = vec![json!({"name": "protocol", "effect": "allow",
         "methods": ["initialize", "ping", "notifications/*", "tools/list"]})];
@@ -44,7 +44,6 @@ fn policy_50() -> Value {
     rules.push(json!({"name": "no-env", "effect": "deny", "methods": ["tools/call"], "names": ["printEnv"]}));
     rules.push(json!({"name": "echo", "effect": "allow", "servers": ["everything"], "methods": ["tools/call"],
         "names": ["echo", "add"], "when": {"scopes": ["mcp:tools"], "groups": ["acme"]}}));
-    rules.push(json!({"name": "admins", "effect": "allow", "when": {"groups": ["acme/admins"]}}));
     assert_eq!(rules.len(), 50);
     json!({"servers": [{"name": "everything", "path_prefix": "/everything/"}, {"name": "memory", "path_prefix": "/memory/"}], "rules": rules})
 }
@@ -132,7 +131,7 @@ fn wasmtime_costs(module: &std::path::Path) {
     );
     for (label, (fuel, micros)) in [
         (
-            "allowed tools/call (matches the 49th rule)",
+            "allowed tools/call (matches the last rule)",
             measure(&mut vm, 2000, decide("echo", None)),
         ),
         (
