@@ -113,8 +113,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    .with_graceful_shutdown(shutdown_signal())
+    .await?;
     reloader.abort();
     tracing::info!("mcpgw-sidecar stopped");
     Ok(())
