@@ -20,7 +20,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mcpgw_core::claims::Scopes;
 use mcpgw_sidecar::store::{CodeGrant, Store, User};
-use mcpgw_testkit::{Proc, Redis, free_port, scratch_dir, unique, workspace_root};
+use mcpgw_testkit::{Proc, Redis, bench_run, free_port, scratch_dir, unique, workspace_root};
 use sha2::{Digest, Sha256};
 
 const RESOURCE: &str = "http://127.0.0.1:8080/everything/mcp";
@@ -204,8 +204,7 @@ fn row(out: &mut String, name: &str, c: u32, m: Measure) {
 
 #[tokio::main]
 async fn main() {
-    // `cargo test --all-targets` runs bench binaries without `--bench`: nothing to do then.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !bench_run() {
         return;
     }
     let secs = seconds();

@@ -6,6 +6,11 @@
 //! to a log file under `target/test-logs/`; [`Proc::log`] reads it back for failure messages.
 //! Installation is the Makefile's job (`make deps`); this crate only finds what it installed.
 
+#![allow(
+    clippy::panic,
+    reason = "test support: a setup that cannot go on fails the test that called it, with the reason"
+)]
+
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -14,6 +19,12 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant};
+
+/// Whether a bench binary was started by `cargo bench` (which passes `--bench`) rather than by
+/// `cargo test --all-targets`, which runs bench binaries too: their costly parts run only then.
+pub fn bench_run() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
 
 /// The repository root (the workspace directory).
 pub fn workspace_root() -> PathBuf {

@@ -21,7 +21,7 @@ use std::process::Command;
 
 use common::*;
 use mcpgw_core::jwk::Algorithm;
-use mcpgw_testkit::{Envoy, free_port};
+use mcpgw_testkit::{Envoy, bench_run, free_port};
 use serde_json::{Value, json};
 
 const AUDIENCE: &str = "http://127.0.0.1/bench/mcp";
@@ -128,8 +128,7 @@ fn wrk(port: u16, token: &str, connections: u32, seconds: u64) -> Measure {
 }
 
 fn main() {
-    // `cargo test --all-targets` runs bench binaries without `--bench`: nothing to do then.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !bench_run() {
         return;
     }
     let secs = seconds();

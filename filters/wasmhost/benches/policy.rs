@@ -18,7 +18,7 @@ mod support;
 use std::process::Command;
 use std::time::Instant;
 
-use mcpgw_testkit::{Envoy, free_port, scratch_dir, unique};
+use mcpgw_testkit::{Envoy, bench_run, free_port, scratch_dir, unique};
 use mcpgw_wasmhost::{Plugin, Shared, Vm};
 use serde_json::{Value, json};
 use support::*;
@@ -274,6 +274,9 @@ fn main() {
     let size = std::fs::metadata(&module).map(|m| m.len()).unwrap_or(0);
     println!("  module: {} {size} bytes", module.display());
     wasmtime_costs(&module);
+    if !bench_run() {
+        return;
+    }
     let seconds = std::env::var("MCPGW_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
