@@ -199,7 +199,10 @@ fn check_header<'k>(
     Ok((alg, key))
 }
 
-fn check_signature(
+/// Checks a JWS signature over `signing_input` with `entry`'s key under `alg`: the one place every
+/// signature we accept is verified (our access tokens here, upstream ID tokens in the sidecar).
+/// Fails with [`VerifyError::KeyAlgorithmMismatch`] or [`VerifyError::BadSignature`].
+pub fn check_signature(
     alg: Algorithm,
     entry: &KeyEntry,
     signing_input: &[u8],

@@ -1,16 +1,15 @@
 //! Signature check of an upstream provider's ID token (a compact JWS) against its JWKS.
 //!
-//! Core's verifier is for our own access tokens (it requires `typ: at+jwt` and access-token
-//! claims); ID tokens are a different token type, so only the key parsing ([`KeySet`]: which keys
-//! are usable, for which algorithms) is shared. P-256 keys are verified with this crate's own
-//! `p256` from the JWK's coordinates, so the sidecar does not depend on which `p256` release core
-//! verifies with. The caller checks the claims.
+//! Core's token verifier is for our own access tokens (it requires `typ: at+jwt` and access-token
+//! claims); ID tokens are a different token type, so this reads their header itself and shares
+//! the key parsing ([`KeySet`]: which keys are usable, for which algorithms) and the signature
+//! check ([`check_signature`]). The caller checks the claims.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mcpgw_core::jwk::{Algorithm, Jwk, Jwks, KeySet, VerifyingKey};
+use mcpgw_core::auth::{VerifyError, check_signature};
+use mcpgw_core::jwk::{Algorithm, Jwks, KeySet};
 use serde::Deserialize;
-use sha2::Sha256;
 
 /// Longest ID token accepted.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -48,10 +47,9 @@ pub enum JwsError {
     BadSignature,
 }
 
-/// A provider's signing keys: the JWKS as fetched and core's parsed view of it.
+/// A provider's signing keys, as core's parsed view of its JWKS.
 #[derive(Clone, Debug, Default)]
 pub struct ProviderKeys {
-    jwks: Jwks,
     set: KeySet,
 }
 
@@ -59,27 +57,7 @@ impl ProviderKeys {
     /// Parses a JWKS; unusable keys are returned with the reason (for a log line).
     pub fn new(jwks: Jwks) -> (ProviderKeys, Vec<mcpgw_core::jwk::KeyError>) {
         let (set, errors) = KeySet::from_jwks(&jwks);
-        (ProviderKeys { jwks, set }, errors)
-    }
-
-    /// The P-256 key `kid` from its JWK coordinates (SEC1 uncompressed point).
-    fn p256(&self, kid: &str) -> Result<p256::ecdsa::VerifyingKey, JwsError> {
-        let jwk: &Jwk = self
-            .jwks
-            .keys
-            .iter()
-            .find(|k| k.kid.as_deref() == Some(kid))
-            .ok_or_else(|| JwsError::UnknownKeyId(kid.to_owned()))?;
-        let coordinate = |c: Option<&String>| {
-            c.and_then(|c| URL_SAFE_NO_PAD.decode(c).ok())
-                .filter(|bytes| bytes.len() == 32)
-                .ok_or(JwsError::KeyAlgorithmMismatch)
-        };
-        let mut sec1 = vec![0x04];
-        sec1.extend(coordinate(jwk.x.as_ref())?);
-        sec1.extend(coordinate(jwk.y.as_ref())?);
-        p256::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
-            .map_err(|_| JwsError::KeyAlgorithmMismatch)
+        (ProviderKeys { set }, errors)
     }
 }
 
@@ -104,51 +82,11 @@ pub fn verify(token: &str, keys: &ProviderKeys) -> Result<Vec<u8>, JwsError> {
         return Err(JwsError::KeyAlgorithmMismatch);
     }
     let signature = decode(signature_b64)?;
-    check(
-        keys,
-        &entry.kid,
-        alg,
-        &entry.key,
-        signing_input.as_bytes(),
-        &signature,
-    )?;
+    check_signature(alg, entry, signing_input.as_bytes(), &signature).map_err(|e| match e {
+        VerifyError::KeyAlgorithmMismatch => JwsError::KeyAlgorithmMismatch,
+        _ => JwsError::BadSignature,
+    })?;
     decode(payload_b64)
-}
-
-fn check(
-    keys: &ProviderKeys,
-    kid: &str,
-    alg: Algorithm,
-    key: &VerifyingKey,
-    input: &[u8],
-    signature: &[u8],
-) -> Result<(), JwsError> {
-    use rsa::signature::Verifier;
-    let bad = |_| JwsError::BadSignature;
-    match (alg, key) {
-        (Algorithm::RS256, VerifyingKey::Rsa(k)) => {
-            let sig = rsa::pkcs1v15::Signature::try_from(signature).map_err(bad)?;
-            rsa::pkcs1v15::VerifyingKey::<Sha256>::new(k.clone())
-                .verify(input, &sig)
-                .map_err(bad)
-        }
-        (Algorithm::PS256, VerifyingKey::Rsa(k)) => {
-            let sig = rsa::pss::Signature::try_from(signature).map_err(bad)?;
-            rsa::pss::VerifyingKey::<Sha256>::new(k.clone())
-                .verify(input, &sig)
-                .map_err(bad)
-        }
-        (Algorithm::ES256, VerifyingKey::P256(_)) => {
-            // RFC 7518 §3.4: the signature is R || S, 32 bytes each.
-            let sig = p256::ecdsa::Signature::from_slice(signature).map_err(bad)?;
-            keys.p256(kid)?.verify(input, &sig).map_err(bad)
-        }
-        (Algorithm::EdDSA, VerifyingKey::Ed25519(k)) => {
-            let sig = ed25519_dalek::Signature::from_slice(signature).map_err(bad)?;
-            k.verify_strict(input, &sig).map_err(bad)
-        }
-        _ => Err(JwsError::KeyAlgorithmMismatch),
-    }
 }
 
 #[cfg(test)]
