@@ -424,6 +424,11 @@ def render_wasmplugins(k8s_envoy: dict) -> list[dict]:
                 f'"{SIDECAR_CLUSTER}"', json.dumps(istio_cluster)
             )
         )
+        if cfg["name"] == "mcpgw_policy":
+            # A WasmPlugin cannot be turned off per route, as the Envoy edge turns the policy off
+            # on the sidecar's routes: the policy passes paths that are no MCP server instead
+            # (the VirtualService routes nothing else but the sidecar's OAuth endpoints).
+            conf["other_paths"] = "pass"
         phase, priority = ISTIO_PHASES.get(cfg["name"], ("AUTHZ", 10))
         plugins.append(
             {

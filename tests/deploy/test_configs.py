@@ -213,6 +213,8 @@ def test_istio_runs_one_wasm_plugin_per_filter_with_sha256():
         assert re.fullmatch(r"[0-9a-f]{64}", spec["sha256"])
         assert spec["failStrategy"] == "FAIL_CLOSE"
         assert spec["phase"] in ("AUTHN", "AUTHZ")
+    # No per-route switch in Istio: the policy lets the sidecar's OAuth paths through itself.
+    assert plugins["mcpgw-policy"]["spec"]["pluginConfig"]["other_paths"] == "pass"
     (vs,) = by_kind(docs, "VirtualService").values()
     mcp_paths = {m["uri"]["exact"] for r in vs["spec"]["http"] for m in r.get("match", []) if "exact" in m["uri"] and m["uri"]["exact"].endswith("/mcp")}
     cfg = render.load_config(ROOT / "mcpgw.toml")
