@@ -7,10 +7,15 @@
 //! Configuration goes `RawPolicy` (serde, JSON) → [`Policy`] (validated, compiled) and
 //! [`Policy::evaluate`] decides. Parsing bodies and headers is [`crate::mcp`]'s job.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::sync::Arc;
 
-use cel::{Context, Program, Value as CelValue};
+use cel::common::types::{
+    CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
+};
+use cel::common::value::Val;
+use cel::{Context, Env, Program, Value as CelValue};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -278,6 +283,16 @@ fn any_match(globs: &[Glob], s: &str) -> bool {
 struct Condition {
     source: String,
     program: Program,
+    /// The variables the program reads: bit `i` is [`CONDITION_VARIABLES`]`[i]`.
+    variables: u16,
+}
+
+/// The bit of a variable in [`Condition::variables`].
+fn variable_bit(name: &str) -> u16 {
+    CONDITION_VARIABLES
+        .iter()
+        .position(|v| *v == name)
+        .map_or(0, |i| 1 << i)
 }
 
 impl fmt::Debug for Condition {
@@ -307,17 +322,20 @@ fn in_set(set: &Option<BTreeSet<String>>, v: Option<&str>) -> bool {
         .is_none_or(|s| v.is_some_and(|v| s.contains(v)))
 }
 
+/// What an index lookup left to check at decision time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Unchecked {
+    /// The rule's `servers` (the server is not a configured one).
+    server: bool,
+    /// The rule's `methods` (the method is not one any rule names literally).
+    method: bool,
+}
+
 impl Rule {
-    /// Whether everything but the condition matches.
-    fn matches_fields(&self, req: &Request<'_>) -> bool {
-        let id = req.caller;
+    /// Whether the caller-only fields match: identity required, subjects, users, client ids,
+    /// groups, scopes.
+    fn matches_caller(&self, id: &Caller) -> bool {
         (self.anonymous || id.subject.is_some())
-            && any_match(&self.servers, req.server)
-            && any_match(&self.methods, req.method)
-            && self
-                .names
-                .as_ref()
-                .is_none_or(|n| req.name.is_some_and(|s| any_match(n, s)))
             && in_set(&self.subjects, id.subject.as_deref())
             && in_set(&self.users, id.user.as_deref())
             && in_set(&self.client_ids, id.client_id.as_deref())
@@ -326,6 +344,213 @@ impl Rule {
                 .as_ref()
                 .is_none_or(|g| id.groups.iter().any(|x| g.contains(x)))
             && self.scopes.iter().all(|s| id.scopes.contains(s))
+    }
+
+    /// Whether `names` matches the request's target.
+    fn matches_name(&self, name: Option<&str>) -> bool {
+        self.names
+            .as_ref()
+            .is_none_or(|n| name.is_some_and(|s| any_match(n, s)))
+    }
+
+    /// Whether everything but the condition matches, given what the index already checked.
+    fn matches_fields(&self, req: &Request<'_>, unchecked: Unchecked) -> bool {
+        (!unchecked.server || any_match(&self.servers, req.server))
+            && (!unchecked.method || any_match(&self.methods, req.method))
+            && self.matches_name(req.name)
+            && self.matches_caller(req.caller)
+    }
+}
+
+/// The rules a lookup can reach, in policy order, deny rules apart from allow rules.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Candidates {
+    deny: Vec<usize>,
+    allow: Vec<usize>,
+}
+
+impl Candidates {
+    fn of(rules: &[Rule], keep: impl Fn(&Rule) -> bool) -> Self {
+        let mut c = Self::default();
+        for (i, r) in rules.iter().enumerate().filter(|(_, r)| keep(r)) {
+            match r.effect {
+                Effect::Deny => c.deny.push(i),
+                Effect::Allow => c.allow.push(i),
+            }
+        }
+        c
+    }
+}
+
+/// The rules of one configured server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ServerRules {
+    /// For each method some rule names literally: the rules whose `servers` and `methods`
+    /// match (both checked here, once).
+    by_method: BTreeMap<String, Candidates>,
+    /// For any other method: the rules whose `servers` match and whose `methods` hold a glob
+    /// (a rule with literal methods only cannot match it); `methods` is checked per request.
+    other_methods: Candidates,
+}
+
+/// The rules pre-sorted by server and method when the policy loads, so a decision only looks
+/// at the rules that can match it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RuleIndex {
+    /// Server name → its rules.
+    servers: BTreeMap<String, ServerRules>,
+    /// Every rule, for a server that is not configured (only [`Policy::evaluate`] callers can
+    /// ask about one).
+    all: Candidates,
+}
+
+impl RuleIndex {
+    fn new(servers: &[Server], rules: &[Rule]) -> Self {
+        let literal_methods: BTreeSet<&str> = rules
+            .iter()
+            .flat_map(|r| r.methods.iter())
+            .filter(|g| g.is_literal())
+            .map(|g| g.0[0].as_str())
+            .collect();
+        let servers = servers
+            .iter()
+            .map(|s| {
+                let on_server = |r: &Rule| any_match(&r.servers, &s.name);
+                let by_method = literal_methods
+                    .iter()
+                    .map(|m| {
+                        let c = Candidates::of(rules, |r| on_server(r) && any_match(&r.methods, m));
+                        ((*m).to_owned(), c)
+                    })
+                    .collect();
+                let other_methods = Candidates::of(rules, |r| {
+                    on_server(r) && r.methods.iter().any(|g| !g.is_literal())
+                });
+                (
+                    s.name.clone(),
+                    ServerRules {
+                        by_method,
+                        other_methods,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            servers,
+            all: Candidates::of(rules, |_| true),
+        }
+    }
+
+    /// The rules that can match a request for `server` and `method`, and what is left to check.
+    fn lookup(&self, server: &str, method: &str) -> (&Candidates, Unchecked) {
+        match self.servers.get(server) {
+            Some(s) => match s.by_method.get(method) {
+                Some(c) => (
+                    c,
+                    Unchecked {
+                        server: false,
+                        method: false,
+                    },
+                ),
+                None => (
+                    &s.other_methods,
+                    Unchecked {
+                        server: false,
+                        method: true,
+                    },
+                ),
+            },
+            None => (
+                &self.all,
+                Unchecked {
+                    server: true,
+                    method: true,
+                },
+            ),
+        }
+    }
+}
+
+/// The CEL variables of one decision: bound on first use, and only those a condition reads,
+/// borrowing the request rather than copying it.
+struct Variables<'a> {
+    ctx: Context<'a, 'a>,
+    bound: u16,
+}
+
+impl<'a> Variables<'a> {
+    fn new(env: &Arc<Env>) -> Self {
+        Self {
+            ctx: Context::with_env(Arc::clone(env)),
+            bound: 0,
+        }
+    }
+
+    /// Binds the variables in `needed` not bound yet.
+    fn bind(&mut self, needed: u16, req: &Request<'a>) {
+        let missing = needed & !self.bound;
+        if missing == 0 {
+            return;
+        }
+        self.bound |= missing;
+        let id = req.caller;
+        let text = |v: &'a Option<String>| cel_str(v.as_deref().unwrap_or_default());
+        for (i, name) in CONDITION_VARIABLES.iter().enumerate() {
+            if missing & (1 << i) == 0 {
+                continue;
+            }
+            let value = match *name {
+                "subject" => text(&id.subject),
+                "user" => text(&id.user),
+                "email" => text(&id.email),
+                "client_id" => text(&id.client_id),
+                "groups" => cel_list(&id.groups),
+                "scopes" => cel_list(&id.scopes),
+                "server" => cel_str(req.server),
+                "method" => cel_str(req.method),
+                "name" => cel_str(req.name.unwrap_or_default()),
+                _ => match req.arguments {
+                    Some(a @ Value::Object(_)) => cel_json(a),
+                    _ => Box::new(CelMap::from(HashMap::new())),
+                },
+            };
+            self.ctx.add_variable_as_val(*name, value);
+        }
+    }
+}
+
+fn cel_str(s: &str) -> Box<dyn Val + '_> {
+    Box::new(CelString::from(s))
+}
+
+fn cel_list(items: &[String]) -> Box<dyn Val + '_> {
+    let items: Vec<Box<dyn Val + '_>> = items.iter().map(|s| cel_str(s)).collect();
+    Box::new(CelList::from(items))
+}
+
+/// A JSON value as CEL sees it, as `cel::to_value` converts it: non-negative integers are
+/// `uint`, negative ones `int`, other numbers `double`.
+fn cel_json(v: &Value) -> Box<dyn Val + '_> {
+    match v {
+        Value::Null => Box::new(CelNull),
+        Value::Bool(b) => Box::new(CelBool::from(*b)),
+        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
+            (Some(u), _) => Box::new(CelUInt::from(u)),
+            (None, Some(i)) => Box::new(CelInt::from(i)),
+            (None, None) => Box::new(CelDouble::from(n.as_f64().unwrap_or_default())),
+        },
+        Value::String(s) => cel_str(s),
+        Value::Array(items) => {
+            let items: Vec<Box<dyn Val + '_>> = items.iter().map(cel_json).collect();
+            Box::new(CelList::from(items))
+        }
+        Value::Object(map) => {
+            let map: HashMap<CelMapKey<'_>, Box<dyn Val + '_>> = map
+                .iter()
+                .map(|(k, v)| (CelMapKey::from(k.as_str()), cel_json(v)))
+                .collect();
+            Box::new(CelMap::from(map))
+        }
     }
 }
 
@@ -347,8 +572,11 @@ pub struct Policy {
     pub max_response_bytes: usize,
     /// Requests matching no server: refused or passed.
     pub other_paths: OtherPaths,
-    /// The CEL built-in functions, registered once; each decision adds a scope of variables.
-    cel_root: Context<'static, 'static>,
+    /// The rules by server and method.
+    index: RuleIndex,
+    /// The CEL standard environment, built once; each decision binds its variables in a
+    /// context over it.
+    cel_env: Arc<Env>,
 }
 
 impl fmt::Debug for Policy {
@@ -413,7 +641,7 @@ impl TryFrom<RawPolicy> for Policy {
                 errors.push(format!("servers[{i}].path_prefix: must start with `/`"));
             }
         }
-        let servers = raw
+        let servers: Vec<Server> = raw
             .servers
             .iter()
             .map(|s| Server {
@@ -422,7 +650,7 @@ impl TryFrom<RawPolicy> for Policy {
                 path_prefix: s.path_prefix.clone(),
             })
             .collect();
-        let rules = raw
+        let rules: Vec<Rule> = raw
             .rules
             .into_iter()
             .enumerate()
@@ -443,6 +671,7 @@ impl TryFrom<RawPolicy> for Policy {
             return Err(PolicyError(errors));
         }
         Ok(Self {
+            index: RuleIndex::new(&servers, &rules),
             servers,
             rules,
             limits: Limits {
@@ -452,7 +681,7 @@ impl TryFrom<RawPolicy> for Policy {
             },
             max_response_bytes: l.max_response_bytes,
             other_paths: raw.other_paths,
-            cel_root: Context::default(),
+            cel_env: Arc::new(Env::stdlib()),
         })
     }
 }
@@ -473,12 +702,18 @@ fn compile_rule(i: usize, r: RawRule, servers: &BTreeSet<&str>, errors: &mut Vec
         .and_then(|source| match Program::compile(&source) {
             Ok(program) => {
                 let refs = program.references();
+                let mut variables = 0;
                 for v in refs.variables() {
                     if !CONDITION_VARIABLES.contains(&v) {
                         errors.push(format!("{at}.condition: unknown variable `{v}`"));
                     }
+                    variables |= variable_bit(v);
                 }
-                Some(Condition { source, program })
+                Some(Condition {
+                    source,
+                    program,
+                    variables,
+                })
             }
             Err(e) => {
                 errors.push(format!("{at}.condition: {e}"));
@@ -554,65 +789,132 @@ impl Policy {
     /// deny. A condition that fails to evaluate to a boolean counts as matching for a deny rule
     /// and as not matching for an allow rule (fail closed).
     pub fn evaluate(&self, req: &Request<'_>) -> Decision {
-        let mut scope: Option<Context<'_, 'static>> = None;
-        let mut allow = None;
-        for (i, rule) in self.rules.iter().enumerate() {
-            if rule.effect == Effect::Allow && allow.is_some() {
-                continue;
-            }
-            if !rule.matches_fields(req) {
-                continue;
-            }
-            let matched = match &rule.condition {
-                None => true,
-                Some(c) => {
-                    let ctx = scope.get_or_insert_with(|| self.variables(req));
-                    match c.program.execute(ctx) {
-                        Ok(CelValue::Bool(b)) => b,
-                        _ => rule.effect == Effect::Deny,
-                    }
-                }
-            };
-            if matched {
-                match rule.effect {
-                    Effect::Deny => {
-                        return Decision {
-                            allowed: false,
-                            rule: Some(i),
-                        };
-                    }
-                    Effect::Allow => allow = Some(i),
-                }
-            }
-        }
-        Decision {
-            allowed: allow.is_some(),
-            rule: allow,
+        let (candidates, unchecked) = self.index.lookup(req.server, req.method);
+        let mut vars = None;
+        let mut holds = |i: usize| {
+            let rule = &self.rules[i];
+            rule.matches_fields(req, unchecked) && self.condition_holds(rule, req, &mut vars)
+        };
+        decide(candidates, &mut holds)
+    }
+
+    /// Whether a rule's condition (if any) counts as matching (fail closed, see
+    /// [`Policy::evaluate`]); the variables are bound on first use.
+    fn condition_holds<'a>(
+        &self,
+        rule: &Rule,
+        req: &Request<'a>,
+        vars: &mut Option<Variables<'a>>,
+    ) -> bool {
+        let Some(c) = &rule.condition else {
+            return true;
+        };
+        let vars = vars.get_or_insert_with(|| Variables::new(&self.cel_env));
+        vars.bind(c.variables, req);
+        match c.program.execute(&vars.ctx) {
+            Ok(CelValue::Bool(b)) => b,
+            _ => rule.effect == Effect::Deny,
         }
     }
 
-    fn variables<'a>(&'a self, req: &Request<'_>) -> Context<'a, 'static> {
-        let mut ctx = self.cel_root.new_inner_scope();
-        let id = req.caller;
-        let s = |v: &Option<String>| v.clone().unwrap_or_default();
-        ctx.add_variable_from_value("subject", s(&id.subject));
-        ctx.add_variable_from_value("user", s(&id.user));
-        ctx.add_variable_from_value("email", s(&id.email));
-        ctx.add_variable_from_value("client_id", s(&id.client_id));
-        ctx.add_variable_from_value("groups", id.groups.clone());
-        ctx.add_variable_from_value("scopes", id.scopes.clone());
-        ctx.add_variable_from_value("server", req.server.to_owned());
-        ctx.add_variable_from_value("method", req.method.to_owned());
-        ctx.add_variable_from_value("name", req.name.unwrap_or_default().to_owned());
-        let arguments = req
-            .arguments
-            .and_then(|a| cel::to_value(a).ok())
-            .filter(|v| matches!(v, CelValue::Map(_)))
-            .unwrap_or_else(|| {
-                CelValue::Map(std::collections::HashMap::<String, CelValue>::new().into())
-            });
-        ctx.add_variable_from_value("arguments", arguments);
-        ctx
+    /// The `*/list` entries `caller` may see on `server`, for filtering one list response:
+    /// the rules are narrowed to this caller once, not per entry.
+    pub fn list_view<'a>(
+        &'a self,
+        caller: &'a Caller,
+        server: &'a str,
+        kind: ListKind,
+    ) -> ListView<'a> {
+        let method = kind.entry_method();
+        let (candidates, unchecked) = self.index.lookup(server, method);
+        let probe = Request {
+            caller,
+            server,
+            method,
+            name: None,
+            arguments: None,
+        };
+        let narrow = |ids: &[usize]| -> Vec<usize> {
+            ids.iter()
+                .copied()
+                .filter(|&i| {
+                    let r = &self.rules[i];
+                    (!unchecked.server || any_match(&r.servers, server))
+                        && (!unchecked.method || any_match(&r.methods, method))
+                        && r.matches_caller(caller)
+                })
+                .collect()
+        };
+        let candidates = Candidates {
+            deny: narrow(&candidates.deny),
+            allow: narrow(&candidates.allow),
+        };
+        ListView {
+            policy: self,
+            probe,
+            memo: vec![None; self.rules.len()],
+            candidates,
+        }
+    }
+}
+
+/// A decision over `candidates`: the first deny rule that `holds` wins, then the first allow
+/// rule; otherwise deny. The same answer as walking every rule in policy order.
+fn decide(candidates: &Candidates, holds: &mut dyn FnMut(usize) -> bool) -> Decision {
+    if let Some(&i) = candidates.deny.iter().find(|&&i| holds(i)) {
+        return Decision {
+            allowed: false,
+            rule: Some(i),
+        };
+    }
+    let allow = candidates.allow.iter().copied().find(|&i| holds(i));
+    Decision {
+        allowed: allow.is_some(),
+        rule: allow,
+    }
+}
+
+/// [`Policy::may_see`] for the entries of one list response (see [`Policy::list_view`]). A
+/// condition that does not read `name` has the same result for every entry, so it runs once.
+#[derive(Debug)]
+pub struct ListView<'a> {
+    policy: &'a Policy,
+    /// The question, `name` aside.
+    probe: Request<'a>,
+    /// The rules that match the caller, server and method.
+    candidates: Candidates,
+    /// Per rule: the result of a condition that does not read `name`, once known.
+    memo: Vec<Option<bool>>,
+}
+
+impl ListView<'_> {
+    /// Whether the caller may see the entry `name`: the same answer as [`Policy::may_see`].
+    pub fn may_see(&mut self, name: &str) -> bool {
+        let req = Request {
+            name: Some(name),
+            ..self.probe
+        };
+        let Self {
+            policy,
+            candidates,
+            memo,
+            ..
+        } = self;
+        let name_bit = variable_bit("name");
+        let mut vars = None;
+        let mut holds = |i: usize| {
+            let rule = &policy.rules[i];
+            if !rule.matches_name(req.name) {
+                return false;
+            }
+            match &rule.condition {
+                Some(c) if c.variables & name_bit == 0 => {
+                    *memo[i].get_or_insert_with(|| policy.condition_holds(rule, &req, &mut vars))
+                }
+                _ => policy.condition_holds(rule, &req, &mut vars),
+            }
+        };
+        decide(candidates, &mut holds).allowed
     }
 }
 

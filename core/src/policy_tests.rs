@@ -279,3 +279,261 @@ fn caller_from_headers_splits_lists_and_drops_empty_values() {
         }
     );
 }
+
+/// A policy that exercises every index path: method globs, server globs, rules for all servers,
+/// conditions over each variable (some erroring, some reading `name`, some not), anonymous rules.
+fn index_policy() -> Policy {
+    Policy::from_json(
+        json!({
+            "servers": [
+                {"name": "everything", "path_prefix": "/everything/"},
+                {"name": "memory", "path_prefix": "/memory/"},
+                {"name": "mem2", "path_prefix": "/mem2/"}
+            ],
+            "rules": [
+                {"name": "proto", "effect": "allow", "methods": ["initialize", "ping", "notifications/*", "*/list"]},
+                {"name": "mem-glob", "effect": "allow", "servers": ["mem*"], "methods": ["tools/*"], "names": ["read_*"]},
+                {"name": "any-method", "effect": "allow", "servers": ["everything"], "names": ["echo", "add"], "when": {"scopes": ["mcp:tools"]}},
+                {"name": "deny-glob", "effect": "deny", "methods": ["*/call"], "names": ["*danger*"]},
+                {"name": "admins", "effect": "allow", "when": {"groups": ["acme/admins"]}},
+                {"name": "long", "effect": "deny", "methods": ["tools/call"], "names": ["long*"], "condition": "!(\"acme/admins\" in groups) || arguments.duration > 60"},
+                {"name": "by-name", "effect": "deny", "methods": ["tools/call", "prompts/get"], "condition": "name.startsWith(\"admin_\") && !(\"acme/admins\" in groups)"},
+                {"name": "erroring-deny", "effect": "deny", "servers": ["memory"], "methods": ["tools/call"], "condition": "arguments.missing > 1"},
+                {"name": "erroring-allow", "effect": "allow", "servers": ["mem2"], "condition": "arguments.missing > 1"},
+                {"name": "who", "effect": "allow", "condition": "user == \"alice\" && server == \"mem2\" && method == \"tools/call\" && subject != \"\" && email == \"\" && client_id == \"client-a\" && \"openid\" in scopes && size(arguments) < 3"},
+                {"name": "anon-ping", "effect": "allow", "servers": ["memory"], "methods": ["ping", "http:GET"], "anonymous": true},
+                {"name": "sized", "effect": "deny", "methods": ["tools/call"], "condition": "size(arguments) > 2"},
+                {"name": "clients", "effect": "allow", "methods": ["prompts/get", "resources/read"], "when": {"client_ids": ["client-b"], "users": ["bob"], "subjects": ["github:2"]}}
+            ]
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap()
+}
+
+/// The decision as the policy defines it: every rule in order, every field checked, a deny
+/// that matches wins, then the first allow; the CEL variables all bound up front, through
+/// `cel::to_value`.
+fn walk_every_rule(p: &Policy, req: &Request<'_>) -> Decision {
+    let mut allow = None;
+    let everything = Unchecked {
+        server: true,
+        method: true,
+    };
+    for (i, rule) in p.rules.iter().enumerate() {
+        if !rule.matches_fields(req, everything) {
+            continue;
+        }
+        let matched = rule.condition.as_ref().is_none_or(|c| {
+            let mut ctx = Context::default();
+            let id = req.caller;
+            let s = |v: &Option<String>| v.clone().unwrap_or_default();
+            ctx.add_variable_from_value("subject", s(&id.subject));
+            ctx.add_variable_from_value("user", s(&id.user));
+            ctx.add_variable_from_value("email", s(&id.email));
+            ctx.add_variable_from_value("client_id", s(&id.client_id));
+            ctx.add_variable_from_value("groups", id.groups.clone());
+            ctx.add_variable_from_value("scopes", id.scopes.clone());
+            ctx.add_variable_from_value("server", req.server.to_owned());
+            ctx.add_variable_from_value("method", req.method.to_owned());
+            ctx.add_variable_from_value("name", req.name.unwrap_or_default().to_owned());
+            let arguments = req
+                .arguments
+                .and_then(|a| cel::to_value(a).ok())
+                .filter(|v| matches!(v, CelValue::Map(_)))
+                .unwrap_or_else(|| CelValue::Map(HashMap::<String, CelValue>::new().into()));
+            ctx.add_variable_from_value("arguments", arguments);
+            match c.program.execute(&ctx) {
+                Ok(CelValue::Bool(b)) => b,
+                _ => rule.effect == Effect::Deny,
+            }
+        });
+        if matched {
+            match rule.effect {
+                Effect::Deny => {
+                    return Decision {
+                        allowed: false,
+                        rule: Some(i),
+                    };
+                }
+                Effect::Allow if allow.is_none() => allow = Some(i),
+                Effect::Allow => {}
+            }
+        }
+    }
+    Decision {
+        allowed: allow.is_some(),
+        rule: allow,
+    }
+}
+
+fn index_callers() -> Vec<Caller> {
+    let t = table();
+    let mut callers: Vec<Caller> = ["alice", "bob", "eve", "anon"]
+        .iter()
+        .map(|n| caller(&t, n))
+        .collect();
+    callers.push(Caller {
+        subject: Some("github:2".into()),
+        user: Some("bob".into()),
+        client_id: Some("client-b".into()),
+        ..Caller::default()
+    });
+    callers
+}
+
+const INDEX_NAMES: &[&str] = &[
+    "echo",
+    "add",
+    "read_graph",
+    "long_op",
+    "admin_reset",
+    "my_danger_tool",
+    "other",
+    "",
+];
+
+#[test]
+fn the_rule_index_decides_like_walking_every_rule() {
+    let policies = [index_policy(), {
+        let t = table();
+        Policy::try_from(serde_json::from_value::<RawPolicy>(t["policy"].clone()).unwrap()).unwrap()
+    }];
+    let arguments = [
+        None,
+        Some(json!({})),
+        Some(json!({"duration": 61})),
+        Some(json!({"duration": -5, "a": [1, 2.5, null, true], "b": {"c": "d"}})),
+        Some(json!("not an object")),
+    ];
+    let methods = [
+        "initialize",
+        "ping",
+        "notifications/initialized",
+        "tools/list",
+        "prompts/list",
+        "tools/call",
+        "tools/other",
+        "prompts/get",
+        "resources/read",
+        "resources/templates/list",
+        "completion/complete",
+        "http:GET",
+        "http:DELETE",
+        "response",
+        "",
+    ];
+    let servers = ["everything", "memory", "mem2", "time", "unknown", ""];
+    let mut checked = 0;
+    for p in &policies {
+        for caller in &index_callers() {
+            for server in servers {
+                for method in methods {
+                    for name in INDEX_NAMES.iter().map(|n| Some(*n)).chain([None]) {
+                        for args in &arguments {
+                            let req = Request {
+                                caller,
+                                server,
+                                method,
+                                name,
+                                arguments: args.as_ref(),
+                            };
+                            assert_eq!(p.evaluate(&req), walk_every_rule(p, &req), "{req:?}");
+                            checked += 1;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 10_000, "{checked}");
+}
+
+#[test]
+fn the_rule_index_sorts_rules_by_server_and_method() {
+    let p = index_policy();
+    let idx = |names: &[&str]| -> Vec<usize> {
+        names
+            .iter()
+            .map(|n| (0..p.rule_count()).find(|&i| p.rule_name(i) == *n).unwrap())
+            .collect()
+    };
+    let memory = &p.index.servers["memory"];
+    let methods: Vec<&str> = memory.by_method.keys().map(String::as_str).collect();
+    assert_eq!(
+        methods,
+        [
+            "http:GET",
+            "initialize",
+            "ping",
+            "prompts/get",
+            "resources/read",
+            "tools/call"
+        ]
+    );
+    assert_eq!(
+        memory.by_method["tools/call"],
+        Candidates {
+            deny: idx(&["deny-glob", "long", "by-name", "erroring-deny", "sized"]),
+            allow: idx(&["mem-glob", "admins", "who"]),
+        }
+    );
+    assert_eq!(
+        memory.other_methods,
+        Candidates {
+            deny: idx(&["deny-glob"]),
+            allow: idx(&["proto", "mem-glob", "admins", "who"]),
+        }
+    );
+    assert_eq!(
+        p.index.servers["everything"].by_method["ping"],
+        Candidates {
+            deny: vec![],
+            allow: idx(&["proto", "any-method", "admins", "who"]),
+        }
+    );
+    assert_eq!(p.index.all.deny.len() + p.index.all.allow.len(), 13);
+    assert_eq!(
+        p.index.lookup("unknown", "ping"),
+        (
+            &p.index.all,
+            Unchecked {
+                server: true,
+                method: true
+            }
+        )
+    );
+    assert_eq!(
+        p.index.lookup("memory", "tools/other").1,
+        Unchecked {
+            server: false,
+            method: true
+        }
+    );
+}
+
+#[test]
+fn a_list_view_sees_what_may_see_sees() {
+    let t = table();
+    let table_policy =
+        Policy::try_from(serde_json::from_value::<RawPolicy>(t["policy"].clone()).unwrap())
+            .unwrap();
+    for p in [&index_policy(), &table_policy] {
+        for caller in &index_callers() {
+            for server in ["everything", "memory", "mem2", "time", "unknown"] {
+                for kind in [ListKind::Tools, ListKind::Prompts, ListKind::Resources] {
+                    let mut view = p.list_view(caller, server, kind);
+                    // Twice over, so the second pass reads the memoised conditions.
+                    for name in INDEX_NAMES.iter().chain(INDEX_NAMES) {
+                        assert_eq!(
+                            view.may_see(name),
+                            p.may_see(caller, server, kind, name),
+                            "{caller:?} {server} {kind:?} {name}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

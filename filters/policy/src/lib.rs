@@ -276,7 +276,12 @@ impl PolicyFilter {
         let caller = &self.request.as_ref()?.caller;
         let server = self.server.as_deref()?;
         let policy = &self.worker.policy;
-        let mut keep = |kind: ListKind, name: &str| policy.may_see(caller, server, kind, name);
+        let mut views = [None, None, None];
+        let mut keep = |kind: ListKind, name: &str| {
+            views[kind as usize]
+                .get_or_insert_with(|| policy.list_view(caller, server, kind))
+                .may_see(name)
+        };
         let filtered = match framing {
             Framing::Json => mcp::filter_json_response(body, &self.pending_lists, &mut keep),
             Framing::Sse => mcp::filter_sse_response(body, &self.pending_lists, &mut keep),
