@@ -10,6 +10,10 @@
 //! Same keys (inline JWKS on both sides), same tokens, same fixed `direct_response` upstream (so
 //! the upstream is never the bottleneck), at 1 and 32 connections; then, without caches, one row
 //! per signature algorithm (ES256, EdDSA, RS256). Ratios are ours / native.
+//!
+//! Rows that are compared are measured round-robin, several rounds each, and every row keeps its
+//! median round: a burst of load elsewhere on the machine then skews one round of every row
+//! rather than the whole of one row.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // reason: a benchmark run fails by panicking
 
@@ -27,12 +31,21 @@ use serde_json::{Value, json};
 const AUDIENCE: &str = "http://127.0.0.1/bench/mcp";
 const PATH: &str = "/bench/mcp";
 
-/// Seconds each measurement runs (`MCPGW_BENCH_SECONDS`, default 5).
+/// Seconds each measurement runs (`MCPGW_BENCH_SECONDS`, default 3).
 fn seconds() -> u64 {
-    std::env::var("MCPGW_BENCH_SECONDS")
+    env_number("MCPGW_BENCH_SECONDS", 3)
+}
+
+/// Rounds of each row (`MCPGW_BENCH_ROUNDS`, default 3); the median round is reported.
+fn rounds() -> usize {
+    env_number("MCPGW_BENCH_ROUNDS", 3)
+}
+
+fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5)
+        .unwrap_or(default)
 }
 
 fn fixed_response() -> Value {
@@ -102,6 +115,23 @@ fn micros(text: &str) -> f64 {
     }
 }
 
+/// Measures every listener once per round, round-robin, and returns each one's median round (by
+/// req/s).
+fn round_robin(rounds: usize, ports: &[u16], measure: impl Fn(u16) -> Measure) -> Vec<Measure> {
+    let mut runs: Vec<Vec<Measure>> = ports.iter().map(|_| Vec::new()).collect();
+    for _ in 0..rounds.max(1) {
+        for (&port, runs) in ports.iter().zip(&mut runs) {
+            runs.push(measure(port));
+        }
+    }
+    runs.into_iter()
+        .map(|mut runs| {
+            runs.sort_by(|a, b| a.rps.total_cmp(&b.rps));
+            runs.swap_remove(runs.len() / 2)
+        })
+        .collect()
+}
+
 fn wrk(port: u16, token: &str, connections: u32, seconds: u64) -> Measure {
     let out = Command::new("wrk")
         .args(["-t1", &format!("-c{connections}"), &format!("-d{seconds}s")])
@@ -132,6 +162,7 @@ fn main() {
         return;
     }
     let secs = seconds();
+    let rounds = rounds();
     let keys = [
         Key::generate(Algorithm::ES256, "es256"),
         Key::generate(Algorithm::EdDSA, "eddsa"),
@@ -196,7 +227,7 @@ fn main() {
     let mut report = String::new();
     let _ = writeln!(
         report,
-        "mcpgw JWT filter vs Envoy jwt_authn: one Envoy worker, wrk -t1, {secs}s per row, loopback, fixed response\nmodule {} = {size} bytes ({:.0} KiB)\n",
+        "mcpgw JWT filter vs Envoy jwt_authn: one Envoy worker, wrk -t1, loopback, fixed response;\nthe median of {rounds} round-robin rounds of {secs}s per row\nmodule {} = {size} bytes ({:.0} KiB)\n",
         wasm.display(),
         size as f64 / 1024.0
     );
@@ -207,9 +238,14 @@ fn main() {
     );
     let mut results = std::collections::HashMap::new();
     for connections in [1, 32] {
-        for (name, port, _) in &ports {
+        for (_, port, _) in &ports {
             wrk(*port, es256, connections, 1); // warm-up
-            let m = wrk(*port, es256, connections, secs);
+        }
+        let listeners: Vec<u16> = ports.iter().map(|p| p.1).collect();
+        let measured = round_robin(rounds, &listeners, |port| {
+            wrk(port, es256, connections, secs)
+        });
+        for ((name, _, _), m) in ports.iter().zip(measured) {
             let _ = writeln!(
                 report,
                 "{name:<18} {connections:>5} {:>10.0} {:>10.0} {:>10.0}",
@@ -253,8 +289,13 @@ fn main() {
     let floor = results[&("none", 1)].p50_us;
     let port_of = |n: &str| ports.iter().find(|p| p.0 == n).map(|p| p.1).unwrap();
     for (alg, token) in &tokens {
-        let native = wrk(port_of("jwt_authn"), token, 1, secs);
-        let ours = wrk(port_of("mcpgw"), token, 1, secs);
+        let [native, ours]: [Measure; 2] =
+            round_robin(rounds, &[port_of("jwt_authn"), port_of("mcpgw")], |port| {
+                wrk(port, token, 1, secs)
+            })
+            .try_into()
+            .ok()
+            .unwrap();
         let _ = writeln!(
             report,
             "  {alg:<6} jwt_authn {:>7.0} req/s p50 {:>6.0} µs (+{:.0}) | mcpgw {:>7.0} req/s p50 {:>6.0} µs (+{:.0}) | ours/native req/s x{:.2}",
