@@ -6,7 +6,12 @@
 //! It also rewrites `*/list` responses (JSON bodies and SSE streams) so a caller only sees the
 //! entries a predicate keeps. Authorization itself lives in [`crate::policy`].
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 /// JSON-RPC 2.0 parse error.
 pub const PARSE_ERROR: i64 = -32700;
@@ -92,34 +97,35 @@ pub enum Kind {
     Response,
 }
 
-/// One JSON-RPC message, reduced to what routing and authorization need.
+/// One JSON-RPC message, reduced to what routing and authorization need. `method` and `name`
+/// borrow from the body unless they hold escapes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Message {
+pub struct Message<'a> {
     /// Request, notification or response.
     pub kind: Kind,
     /// The `id` (requests and responses).
     pub id: Option<Value>,
     /// The `method` (requests and notifications).
-    pub method: Option<String>,
+    pub method: Option<Cow<'a, str>>,
     /// The target the method acts on: `params.name` for `tools/call` and `prompts/get`,
     /// `params.uri` for `resources/read`, `resources/subscribe`, `resources/unsubscribe`.
-    pub name: Option<String>,
+    pub name: Option<Cow<'a, str>>,
     /// `params.arguments` of `tools/call` and `prompts/get` (for policy conditions).
     pub arguments: Option<Value>,
 }
 
 /// A parsed request body.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Body {
+pub enum Body<'a> {
     /// One message.
-    Single(Message),
+    Single(Message<'a>),
     /// A JSON-RPC batch (MCP 2025-03-26).
-    Batch(Vec<Message>),
+    Batch(Vec<Message<'a>>),
 }
 
-impl Body {
+impl<'a> Body<'a> {
     /// The messages, in order.
-    pub fn messages(&self) -> &[Message] {
+    pub fn messages(&self) -> &[Message<'a>] {
         match self {
             Self::Single(m) => std::slice::from_ref(m),
             Self::Batch(ms) => ms,
@@ -174,8 +180,10 @@ impl ListKind {
     }
 }
 
-/// Parses a request body under `limits`.
-pub fn parse_body(bytes: &[u8], limits: &Limits) -> Result<Body, ParseError> {
+/// Parses a request body under `limits`. It accepts and refuses exactly what parsing the body
+/// into a `serde_json::Value` and then reading the message would, without building the tree:
+/// only the fields a decision needs are kept (`params.arguments` as a value).
+pub fn parse_body<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Body<'a>, ParseError> {
     if bytes.len() > limits.max_body_bytes {
         return Err(ParseError::TooLarge(limits.max_body_bytes));
     }
@@ -183,9 +191,9 @@ pub fn parse_body(bytes: &[u8], limits: &Limits) -> Result<Body, ParseError> {
     if nesting_depth(bytes) > limits.max_depth {
         return Err(ParseError::TooDeep(limits.max_depth));
     }
-    let value: Value = serde_json::from_slice(bytes).map_err(|_| ParseError::NotJson)?;
-    match value {
-        Value::Array(items) => {
+    let top: Top<'a> = serde_json::from_slice(bytes).map_err(|_| ParseError::NotJson)?;
+    match top {
+        Top::Batch(items) => {
             if items.is_empty() {
                 return Err(ParseError::Invalid("empty batch"));
             }
@@ -198,7 +206,7 @@ pub fn parse_body(bytes: &[u8], limits: &Limits) -> Result<Body, ParseError> {
                 .collect::<Result<_, _>>()
                 .map(Body::Batch)
         }
-        other => message(other).map(Body::Single),
+        Top::Single(m) => message(m).map(Body::Single),
     }
 }
 
@@ -228,25 +236,317 @@ fn nesting_depth(bytes: &[u8]) -> usize {
     max
 }
 
-fn message(value: Value) -> Result<Message, ParseError> {
-    let Value::Object(mut obj) = value else {
+/// Any JSON value, checked as `serde_json::Value` would check it (numbers in range, strings
+/// valid, nesting within serde_json's limit) and dropped: nothing is allocated.
+struct Checked;
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> Visitor<'de> for CheckedVisitor {
+    type Value = Checked;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_unit<E>(self) -> Result<Checked, E> {
+        Ok(Checked)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Checked, A::Error> {
+        while seq.next_element::<Checked>()?.is_some() {}
+        Ok(Checked)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Checked, A::Error> {
+        while map.next_key::<Checked>()?.is_some() {
+            map.next_value::<Checked>()?;
+        }
+        Ok(Checked)
+    }
+}
+
+/// A JSON value that matters only if it is a string: borrowed when it has no escapes.
+#[derive(Debug)]
+enum Text<'a> {
+    Str(Cow<'a, str>),
+    Other,
+}
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any JSON value")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Text<'de>, E> {
+                Ok(Text::Str(Cow::Owned(s.to_owned())))
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Text<'de>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Text<'de>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Text<'de>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Text<'de>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_unit<E>(self) -> Result<Text<'de>, E> {
+                Ok(Text::Other)
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Text<'de>, A::Error> {
+                CheckedVisitor.visit_seq(seq).map(|_| Text::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Text<'de>, A::Error> {
+                CheckedVisitor.visit_map(map).map(|_| Text::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `params`, as far as a decision reads it. A key given twice counts with its last value, as
+/// in a `serde_json::Value`.
+#[derive(Debug, Default)]
+struct RawParams<'a> {
+    name: Option<Text<'a>>,
+    uri: Option<Text<'a>>,
+    arguments: Option<Value>,
+}
+
+/// A message's members, as far as a decision reads them (`None`: absent).
+#[derive(Debug, Default)]
+struct RawMessage<'a> {
+    /// Whether `jsonrpc` is the string `"2.0"`.
+    jsonrpc_2: bool,
+    id: Option<Value>,
+    method: Option<Text<'a>>,
+    /// `Some(None)`: `params` is not an object.
+    params: Option<Option<RawParams<'a>>>,
+    /// Whether `result` or `error` is present.
+    answers: bool,
+}
+
+/// A body: one message (or a value that is not an object, refused later) or a batch.
+enum Top<'a> {
+    Single(Option<RawMessage<'a>>),
+    Batch(Vec<Option<RawMessage<'a>>>),
+}
+
+/// A key of a message or of `params`; anything else is checked and dropped.
+fn key<'de, A: MapAccess<'de>>(map: &mut A) -> Result<Option<Cow<'de, str>>, A::Error> {
+    Ok(map.next_key::<Text<'de>>()?.map(|k| match k {
+        Text::Str(s) => s,
+        Text::Other => Cow::Borrowed(""),
+    }))
+}
+
+/// Reads a JSON value as a message: `None` when it is not an object.
+struct MessageVisitor;
+
+impl<'de> Visitor<'de> for MessageVisitor {
+    type Value = Option<RawMessage<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON-RPC message")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        CheckedVisitor.visit_seq(seq).map(|_| None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut m = RawMessage::default();
+        while let Some(k) = key(&mut map)? {
+            match k.as_ref() {
+                "jsonrpc" => {
+                    m.jsonrpc_2 =
+                        matches!(map.next_value::<Text<'de>>()?, Text::Str(v) if v == "2.0");
+                }
+                "id" => m.id = Some(map.next_value()?),
+                "method" => m.method = Some(map.next_value()?),
+                "params" => m.params = Some(map.next_value_seed(ParamsSeed)?),
+                "result" | "error" => {
+                    map.next_value::<Checked>()?;
+                    m.answers = true;
+                }
+                _ => {
+                    map.next_value::<Checked>()?;
+                }
+            }
+        }
+        Ok(Some(m))
+    }
+}
+
+/// Reads `params`: `None` when it is not an object.
+struct ParamsSeed;
+
+impl<'de> de::DeserializeSeed<'de> for ParamsSeed {
+    type Value = Option<RawParams<'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(ParamsSeed)
+    }
+}
+
+impl<'de> Visitor<'de> for ParamsSeed {
+    type Value = Option<RawParams<'de>>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON-RPC params")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_str<E>(self, _: &str) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(None)
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+        CheckedVisitor.visit_seq(seq).map(|_| None)
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut p = RawParams::default();
+        while let Some(k) = key(&mut map)? {
+            match k.as_ref() {
+                "name" => p.name = Some(map.next_value()?),
+                "uri" => p.uri = Some(map.next_value()?),
+                "arguments" => p.arguments = Some(map.next_value()?),
+                _ => {
+                    map.next_value::<Checked>()?;
+                }
+            }
+        }
+        Ok(Some(p))
+    }
+}
+
+impl<'de> Deserialize<'de> for Top<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Top<'de>;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON-RPC message or batch")
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Top<'de>, E> {
+                Ok(Top::Single(None))
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Top<'de>, E> {
+                Ok(Top::Single(None))
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Top<'de>, E> {
+                Ok(Top::Single(None))
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Top<'de>, E> {
+                Ok(Top::Single(None))
+            }
+            fn visit_str<E>(self, _: &str) -> Result<Top<'de>, E> {
+                Ok(Top::Single(None))
+            }
+            fn visit_unit<E>(self) -> Result<Top<'de>, E> {
+                Ok(Top::Single(None))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Top<'de>, A::Error> {
+                let mut items = Vec::new();
+                while let Some(m) = seq.next_element_seed(MessageSeed)? {
+                    items.push(m);
+                }
+                Ok(Top::Batch(items))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Top<'de>, A::Error> {
+                MessageVisitor.visit_map(map).map(Top::Single)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Reads a batch member as a message.
+struct MessageSeed;
+
+impl<'de> de::DeserializeSeed<'de> for MessageSeed {
+    type Value = Option<RawMessage<'de>>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_any(MessageVisitor)
+    }
+}
+
+fn message(raw: Option<RawMessage<'_>>) -> Result<Message<'_>, ParseError> {
+    let Some(raw) = raw else {
         return Err(ParseError::Invalid("message is not an object"));
     };
-    if obj.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+    if !raw.jsonrpc_2 {
         return Err(ParseError::Invalid("`jsonrpc` must be \"2.0\""));
     }
-    let id = match obj.remove("id") {
+    let id = match raw.id {
         None => None,
-        Some(id @ (Value::String(_) | Value::Number(_))) => Some(id),
-        Some(Value::Null) => Some(Value::Null),
+        Some(id @ (Value::String(_) | Value::Number(_) | Value::Null)) => Some(id),
         Some(_) => return Err(ParseError::Invalid("`id` must be a string or a number")),
     };
-    match obj.remove("method") {
-        Some(Value::String(method)) => {
-            let params = match obj.remove("params") {
-                None => Map::new(),
-                Some(Value::Object(p)) => p,
-                Some(_) => return Err(ParseError::Invalid("`params` must be an object")),
+    match raw.method {
+        Some(Text::Str(method)) => {
+            let params = match raw.params {
+                None => RawParams::default(),
+                Some(Some(p)) => p,
+                Some(None) => return Err(ParseError::Invalid("`params` must be an object")),
             };
             let (name, arguments) = target(&method, params)?;
             let kind = if id.is_some() {
@@ -265,8 +565,8 @@ fn message(value: Value) -> Result<Message, ParseError> {
                 arguments,
             })
         }
-        Some(_) => Err(ParseError::Invalid("`method` must be a string")),
-        None if obj.contains_key("result") || obj.contains_key("error") => Ok(Message {
+        Some(Text::Other) => Err(ParseError::Invalid("`method` must be a string")),
+        None if raw.answers => Ok(Message {
             kind: Kind::Response,
             id,
             method: None,
@@ -280,21 +580,21 @@ fn message(value: Value) -> Result<Message, ParseError> {
 }
 
 /// The name (or URI) a method acts on, and its arguments, read from `params`.
-fn target(
+fn target<'a>(
     method: &str,
-    mut params: Map<String, Value>,
-) -> Result<(Option<String>, Option<Value>), ParseError> {
-    let key = match method {
-        "tools/call" | "prompts/get" => "name",
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => "uri",
+    params: RawParams<'a>,
+) -> Result<(Option<Cow<'a, str>>, Option<Value>), ParseError> {
+    let named = match method {
+        "tools/call" | "prompts/get" => params.name,
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => params.uri,
         _ => return Ok((None, None)),
     };
-    let Some(Value::String(name)) = params.remove(key) else {
+    let Some(Text::Str(name)) = named else {
         return Err(ParseError::Invalid(
             "`params` lacks the string naming the target",
         ));
     };
-    Ok((Some(name), params.remove("arguments")))
+    Ok((Some(name), params.arguments))
 }
 
 /// The MCP request headers, as received.

@@ -811,10 +811,7 @@ impl Policy {
         };
         let vars = vars.get_or_insert_with(|| Variables::new(&self.cel_env));
         vars.bind(c.variables, req);
-        match c.program.execute(&vars.ctx) {
-            Ok(CelValue::Bool(b)) => b,
-            _ => rule.effect == Effect::Deny,
-        }
+        outcome(rule, c, vars)
     }
 
     /// The `*/list` entries `caller` may see on `server`, for filtering one list response:
@@ -854,7 +851,17 @@ impl Policy {
             probe,
             memo: vec![None; self.rules.len()],
             candidates,
+            vars: None,
         }
+    }
+}
+
+/// Runs a rule's condition over bound variables: `true` counts as matching, and so does
+/// anything but a boolean for a deny rule (fail closed).
+fn outcome(rule: &Rule, c: &Condition, vars: &Variables<'_>) -> bool {
+    match c.program.execute(&vars.ctx) {
+        Ok(CelValue::Bool(b)) => b,
+        _ => rule.effect == Effect::Deny,
     }
 }
 
@@ -885,34 +892,55 @@ pub struct ListView<'a> {
     candidates: Candidates,
     /// Per rule: the result of a condition that does not read `name`, once known.
     memo: Vec<Option<bool>>,
+    /// The CEL variables, kept from entry to entry (`name` is rebound per entry).
+    vars: Option<Variables<'a>>,
+}
+
+impl fmt::Debug for Variables<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Variables")
+            .field("bound", &self.bound)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ListView<'_> {
     /// Whether the caller may see the entry `name`: the same answer as [`Policy::may_see`].
     pub fn may_see(&mut self, name: &str) -> bool {
-        let req = Request {
-            name: Some(name),
-            ..self.probe
-        };
         let Self {
             policy,
+            probe,
             candidates,
             memo,
-            ..
+            vars,
         } = self;
         let name_bit = variable_bit("name");
-        let mut vars = None;
+        let mut named = false;
         let mut holds = |i: usize| {
             let rule = &policy.rules[i];
-            if !rule.matches_name(req.name) {
+            if !rule.matches_name(Some(name)) {
                 return false;
             }
-            match &rule.condition {
-                Some(c) if c.variables & name_bit == 0 => {
-                    *memo[i].get_or_insert_with(|| policy.condition_holds(rule, &req, &mut vars))
-                }
-                _ => policy.condition_holds(rule, &req, &mut vars),
+            let Some(c) = &rule.condition else {
+                return true;
+            };
+            if c.variables & name_bit == 0
+                && let Some(known) = memo[i]
+            {
+                return known;
             }
+            let vars = vars.get_or_insert_with(|| Variables::new(&policy.cel_env));
+            vars.bind(c.variables & !name_bit, probe);
+            if c.variables & name_bit != 0 && !named {
+                vars.ctx
+                    .add_variable_as_val("name", Box::new(CelString::from(name.to_owned())));
+                named = true;
+            }
+            let result = outcome(rule, c, vars);
+            if c.variables & name_bit == 0 {
+                memo[i] = Some(result);
+            }
+            result
         };
         decide(candidates, &mut holds).allowed
     }
@@ -1015,11 +1043,8 @@ impl Policy {
             }
         };
         if let Some(first) = body.as_ref().and_then(|b| b.messages().first()) {
-            out.method = first
-                .method
-                .clone()
-                .unwrap_or_else(|| "response".to_owned());
-            out.name = first.name.clone();
+            out.method = first.method.as_deref().unwrap_or("response").to_owned();
+            out.name = first.name.as_deref().map(str::to_owned);
         }
         if let Some(b) = &body
             && let Err(e) = req.mcp.check(b)
