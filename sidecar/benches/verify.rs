@@ -320,24 +320,18 @@ async fn main() {
             "ratio ours/seeds",
             theirs.p99_us / ours_m.p99_us
         );
-        verdict.push(format!(
-            "c={c}: {ratio:.1}x (target {RATIO_TARGET}x) {}",
-            if ratio >= RATIO_TARGET {
-                "met"
-            } else {
-                "MISSED"
-            }
-        ));
+        // The targets are at 32 connections; 1 connection is reported for latency.
         if c == 32 {
+            let met = |ok: bool| if ok { "met" } else { "MISSED" };
+            verdict.push(format!(
+                "{ratio:.1}x the requests/s at 32 connections (target {RATIO_TARGET}x) {}",
+                met(ratio >= RATIO_TARGET)
+            ));
             verdict.push(format!(
                 "p99 at 32 connections {:.2} ms (target < {} ms) {}",
                 ours_m.p99_us / 1000.0,
                 P99_TARGET_US / 1000.0,
-                if ours_m.p99_us < P99_TARGET_US {
-                    "met"
-                } else {
-                    "MISSED"
-                }
+                met(ours_m.p99_us < P99_TARGET_US)
             ));
         }
     }
