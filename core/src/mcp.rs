@@ -672,6 +672,27 @@ pub fn error_response(id: Option<&Value>, code: i64, message: &str) -> Value {
     })
 }
 
+/// Appends [`error_response`] as JSON text to `out`, byte for byte what serialising it gives
+/// (members in key order, compact), without building the value.
+pub fn write_error_response(out: &mut Vec<u8>, id: Option<&Value>, code: i64, message: &str) {
+    out.extend_from_slice(b"{\"error\":{\"code\":");
+    out.extend_from_slice(code.to_string().as_bytes());
+    out.extend_from_slice(b",\"message\":");
+    write_json(out, message);
+    out.extend_from_slice(b"},\"id\":");
+    match id {
+        Some(id) => write_json(out, id),
+        None => out.extend_from_slice(b"null"),
+    }
+    out.extend_from_slice(b",\"jsonrpc\":\"2.0\"}");
+}
+
+/// Appends `v` as compact JSON (serde_json's own formatting).
+fn write_json<T: serde::Serialize + ?Sized>(out: &mut Vec<u8>, v: &T) {
+    // Writing a string or a JSON value into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, v);
+}
+
 /// A request awaiting its response: which list it asked for, under which `id`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PendingList {

@@ -349,3 +349,28 @@ fn parses_exactly_what_a_json_value_parse_accepts() {
         }
     }
 }
+
+#[test]
+fn writes_error_responses_as_serialising_the_value_would() {
+    let ids = [
+        None,
+        Some(json!(1)),
+        Some(json!(-7)),
+        Some(json!(1.5)),
+        Some(json!("a\"b\\c\u{1}é")),
+        Some(Value::Null),
+    ];
+    for id in &ids {
+        for (code, message) in [
+            (FORBIDDEN, "forbidden by policy"),
+            (PARSE_ERROR, "quote \" backslash \\ tab \t é"),
+        ] {
+            let mut out = Vec::new();
+            write_error_response(&mut out, id.as_ref(), code, message);
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                error_response(id.as_ref(), code, message).to_string()
+            );
+        }
+    }
+}

@@ -1015,15 +1015,18 @@ impl Outcome {
         } else {
             Refusal::Invalid
         };
-        self.refuse(
-            why,
-            e.http_status(),
-            &mcp::error_response(None, e.rpc_code(), &e.to_string()),
-        )
+        self.refuse(why, e.http_status(), None, e.rpc_code(), &e.to_string())
     }
 
-    fn refuse(mut self, why: Refusal, status: u32, body: &Value) -> Self {
-        self.refusal = Some((why, status, body.to_string().into_bytes()));
+    /// Refuses with a single JSON-RPC error.
+    fn refuse(self, why: Refusal, status: u32, id: Option<&Value>, code: i64, msg: &str) -> Self {
+        let mut body = Vec::with_capacity(96);
+        mcp::write_error_response(&mut body, id, code, msg);
+        self.refuse_with(why, status, body)
+    }
+
+    fn refuse_with(mut self, why: Refusal, status: u32, body: Vec<u8>) -> Self {
+        self.refusal = Some((why, status, body));
         self
     }
 }
@@ -1056,14 +1059,18 @@ impl Policy {
             return out.refuse(
                 Refusal::HeaderMismatch,
                 400,
-                &mcp::error_response(id, mcp::HEADER_MISMATCH, &e.to_string()),
+                id,
+                mcp::HEADER_MISMATCH,
+                &e.to_string(),
             );
         }
         let Some(server) = out.server.clone() else {
             return out.refuse(
                 Refusal::UnknownServer,
                 403,
-                &mcp::error_response(None, mcp::FORBIDDEN, FORBIDDEN_MESSAGE),
+                None,
+                mcp::FORBIDDEN,
+                FORBIDDEN_MESSAGE,
             );
         };
         let ask = |method: &str, name: Option<&str>, arguments: Option<&Value>| {
@@ -1082,7 +1089,9 @@ impl Policy {
                 return out.refuse(
                     Refusal::Denied,
                     403,
-                    &mcp::error_response(None, mcp::FORBIDDEN, FORBIDDEN_MESSAGE),
+                    None,
+                    mcp::FORBIDDEN,
+                    FORBIDDEN_MESSAGE,
                 );
             }
             return out;
@@ -1102,32 +1111,30 @@ impl Policy {
             .and_then(|d| d.rule)
             .map(|i| self.rule_name(i).to_owned());
         if denied.is_some() {
-            let error = match &body {
-                Body::Single(m) => {
-                    mcp::error_response(m.id.as_ref(), mcp::FORBIDDEN, FORBIDDEN_MESSAGE)
-                }
+            let id = match &body {
+                Body::Single(m) => m.id.as_ref(),
                 Body::Batch(ms) => {
-                    let errors: Vec<Value> = ms
-                        .iter()
-                        .zip(&decisions)
-                        .filter(|(m, _)| m.kind == Kind::Request)
-                        .map(|(m, d)| {
-                            let msg = if d.allowed {
-                                BATCH_REFUSED_MESSAGE
-                            } else {
-                                FORBIDDEN_MESSAGE
-                            };
-                            mcp::error_response(m.id.as_ref(), mcp::FORBIDDEN, msg)
-                        })
-                        .collect();
-                    if errors.is_empty() {
-                        mcp::error_response(None, mcp::FORBIDDEN, FORBIDDEN_MESSAGE)
-                    } else {
-                        Value::Array(errors)
+                    let mut errors = Vec::with_capacity(96 * ms.len());
+                    for (m, d) in ms.iter().zip(&decisions) {
+                        if m.kind != Kind::Request {
+                            continue;
+                        }
+                        let msg = if d.allowed {
+                            BATCH_REFUSED_MESSAGE
+                        } else {
+                            FORBIDDEN_MESSAGE
+                        };
+                        errors.push(if errors.is_empty() { b'[' } else { b',' });
+                        mcp::write_error_response(&mut errors, m.id.as_ref(), mcp::FORBIDDEN, msg);
                     }
+                    if !errors.is_empty() {
+                        errors.push(b']');
+                        return out.refuse_with(Refusal::Denied, 403, errors);
+                    }
+                    None
                 }
             };
-            return out.refuse(Refusal::Denied, 403, &error);
+            return out.refuse(Refusal::Denied, 403, id, mcp::FORBIDDEN, FORBIDDEN_MESSAGE);
         }
         out.pending_lists = body
             .messages()

@@ -14,7 +14,6 @@
 //!   (`%FILTER_STATE(wasm.mcpgw_policy.decision:PLAIN)%`, `…server`, `…method`, `…name`, `…rule`).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 use mcpgw_core::mcp::{self, ListKind, McpHeaders, PendingList};
@@ -35,29 +34,64 @@ proxy_wasm::main! {{
 
 /// The stat name prefix (Envoy adds `wasmcustom.`).
 const STAT_PREFIX: &str = "mcpgw_policy";
-/// The filter-state prefix of the access-log properties (Envoy adds `wasm.`).
-const PROPERTY_PREFIX: &str = "mcpgw_policy";
+/// The access-log properties, in filter state (Envoy adds `wasm.`).
+const PROPERTIES: [&str; 5] = [
+    "mcpgw_policy.decision",
+    "mcpgw_policy.server",
+    "mcpgw_policy.method",
+    "mcpgw_policy.name",
+    "mcpgw_policy.rule",
+];
+
+/// One counter: `<STAT_PREFIX>.<event>.<server>[.<method>]`.
+#[derive(Debug)]
+struct Counter {
+    event: &'static str,
+    server: Option<String>,
+    /// The [`stat_method`] segment; empty for a counter without one.
+    method: &'static str,
+    id: u32,
+}
 
 /// Per-VM state shared by the root context and the request contexts.
 #[derive(Debug)]
 struct Worker {
     policy: Policy,
-    /// Counter ids by name, defined on first use.
-    counters: RefCell<HashMap<String, u32>>,
+    /// Counter ids, defined on first use. Servers come from the policy and methods from
+    /// [`stat_method`], so the list stays short.
+    counters: RefCell<Vec<Counter>>,
 }
 
 impl Worker {
-    fn count(&self, name: String, by: usize) {
+    fn count(&self, event: &'static str, server: Option<&str>, method: &'static str, by: usize) {
         let mut counters = self.counters.borrow_mut();
-        let id = match counters.get(&name) {
-            Some(id) => *id,
-            None => match hostcalls::define_metric(MetricType::Counter, &name) {
-                Ok(id) => *counters.entry(name).or_insert(id),
-                Err(e) => {
-                    log::warn!("cannot define the counter {name}: {e:?}");
-                    return;
+        let known = counters
+            .iter()
+            .find(|c| c.event == event && c.method == method && c.server.as_deref() == server);
+        let id = match known {
+            Some(c) => c.id,
+            None => {
+                let mut name = format!("{STAT_PREFIX}.{event}.{}", stat_server(server));
+                if !method.is_empty() {
+                    name.push('.');
+                    name.push_str(method);
                 }
-            },
+                match hostcalls::define_metric(MetricType::Counter, &name) {
+                    Ok(id) => {
+                        counters.push(Counter {
+                            event,
+                            server: server.map(str::to_owned),
+                            method,
+                            id,
+                        });
+                        id
+                    }
+                    Err(e) => {
+                        log::warn!("cannot define the counter {name}: {e:?}");
+                        return;
+                    }
+                }
+            }
         };
         let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
     }
@@ -199,28 +233,21 @@ impl PolicyFilter {
         );
     }
 
-    fn record(&self, decision: &str, out: &Outcome) {
-        let props = [
-            ("decision", Some(decision)),
-            ("server", out.server.as_deref()),
-            ("method", Some(out.method.as_str())),
-            ("name", out.name.as_deref()),
-            ("rule", out.rule.as_deref()),
+    fn record(&self, decision: &'static str, out: &Outcome) {
+        let values = [
+            Some(decision),
+            out.server.as_deref(),
+            Some(out.method.as_str()),
+            out.name.as_deref(),
+            out.rule.as_deref(),
         ];
-        for (key, value) in props {
+        for (path, value) in PROPERTIES.iter().zip(values) {
             if let Some(v) = value {
-                let path = format!("{PROPERTY_PREFIX}.{key}");
-                self.set_property(vec![&path], Some(v.as_bytes()));
+                self.set_property(vec![path], Some(v.as_bytes()));
             }
         }
-        self.worker.count(
-            format!(
-                "{STAT_PREFIX}.{decision}.{}.{}",
-                stat_server(out.server.as_deref()),
-                stat_method(&out.method)
-            ),
-            1,
-        );
+        self.worker
+            .count(decision, out.server.as_deref(), stat_method(&out.method), 1);
     }
 
     /// Decides and acts; `true` lets the request through.
@@ -297,12 +324,15 @@ impl PolicyFilter {
             self.context_id
         );
         let id = self.pending_lists.first().map(|p| &p.id);
-        let error = mcp::error_response(id, mcp::INTERNAL_ERROR, message).to_string();
-        let body = match framing {
-            Framing::Json => error,
-            Framing::Sse => format!("event: message\ndata: {error}\n\n"),
-        };
-        self.set_http_response_body(0, body_size, body.as_bytes());
+        let mut body = Vec::new();
+        if framing == Framing::Sse {
+            body.extend_from_slice(b"event: message\ndata: ");
+        }
+        mcp::write_error_response(&mut body, id, mcp::INTERNAL_ERROR, message);
+        if framing == Framing::Sse {
+            body.extend_from_slice(b"\n\n");
+        }
+        self.set_http_response_body(0, body_size, &body);
         self.discarding = true;
     }
 }
@@ -436,11 +466,8 @@ impl HttpContext for PolicyFilter {
         match self.filter_lists(framing, &body) {
             Some((rewritten, hidden)) => {
                 if hidden > 0 {
-                    let server = stat_server(self.server.as_deref());
-                    self.worker.count(
-                        format!("{STAT_PREFIX}.list_entries_hidden.{server}"),
-                        hidden,
-                    );
+                    self.worker
+                        .count("list_entries_hidden", self.server.as_deref(), "", hidden);
                 }
                 self.set_http_response_body(0, body_size, &rewritten);
                 Action::Continue
