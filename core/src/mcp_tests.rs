@@ -374,3 +374,219 @@ fn writes_error_responses_as_serialising_the_value_would() {
         }
     }
 }
+
+/// The list filters as they were first written: parse the whole body into a `Value`, filter,
+/// serialise it again. The spliced filters must decide the same and say the same.
+fn filter_json_via_value(
+    body: &[u8],
+    pending: &[PendingList],
+    keep: &mut dyn FnMut(ListKind, &str) -> bool,
+) -> Result<(Vec<u8>, usize), FilterError> {
+    let mut value: Value = serde_json::from_slice(body).map_err(|_| FilterError::NotJson)?;
+    let removed = match &mut value {
+        Value::Array(items) => items
+            .iter_mut()
+            .map(|m| filter_message(m, pending, keep))
+            .sum(),
+        msg => filter_message(msg, pending, keep),
+    };
+    Ok((serde_json::to_vec(&value).unwrap(), removed))
+}
+
+/// Keeps names without an `x`, and records which names it was asked about.
+fn keep_logged(log: &mut Vec<String>) -> impl FnMut(ListKind, &str) -> bool + '_ {
+    |kind, name| {
+        log.push(format!("{kind:?}:{name}"));
+        !name.contains('x')
+    }
+}
+
+#[test]
+fn spliced_json_lists_read_like_reserialised_ones() {
+    let pending = vec![
+        PendingList {
+            id: json!(1),
+            kind: ListKind::Tools,
+        },
+        PendingList {
+            id: json!("p"),
+            kind: ListKind::Prompts,
+        },
+        PendingList {
+            id: json!(3),
+            kind: ListKind::Resources,
+        },
+    ];
+    let bodies = [
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"},{"name":"x1","inputSchema":{"type":"object"}},{"name":"b"}],"nextCursor":"c"}}"#,
+        "{\n  \"jsonrpc\": \"2.0\",\n  \"id\": 1,\n  \"result\": {\n    \"tools\": [\n      {\"name\": \"x\"},\n      {\"name\": \"a\"}\n    ]\n  }\n}\n",
+        r#"[{"jsonrpc":"2.0","id":"p","result":{"prompts":[{"name":"px"},{"name":"p"}]}},{"jsonrpc":"2.0","method":"notifications/x"},{"jsonrpc":"2.0","id":3,"result":{"resources":[{"uri":"file:///x"},{"uri":"file:///a","name":"x"}]}}]"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[1,"x",null,{"title":"nameless"},{"name":7},{"name":"\u0061\n"},{"name":"e\u0078"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":{"name":"x"}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":[{"tools":[{"name":"x"}]}]}"#,
+        r#"{"jsonrpc":"2.0","id":2,"result":{"tools":[{"name":"x"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1.0,"result":{"tools":[{"name":"x"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"error":{"code":1,"message":"x"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"a","name":"x"},{"name":"b"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"x"}]},"result":{"tools":[{"name":"a"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":2,"id":1,"result":{"tools":[{"name":"x"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"x"}],"tools":[{"name":"a"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"x"}]}} trailing"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"x","d":"\ud800"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"x","d":1e999}]}}"#,
+        r#"[]"#,
+        r#""text""#,
+        "<html>",
+        r#"{"jsonrpc":"2.0","i\u0064":1,"res\u0075lt":{"too\u006cs":[{"na\u006de":"x"},{"name":"a"},{"n\u0061me":"\u0078y"}]}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"d":"]}\"\\","name":"x","s":[1,{"a":[]},-2.5e3,true,null]},{"name":"a\\\"]"},{"e":{},"name":"b"},{}]}}"#,
+        "[ {\"id\" : \"p\" ,\"result\" :{ \"prompts\" : [ {\"name\":\"x\"} , 5 , {\"name\":\"a\"} ] } } ,\t{\"id\":1,\"result\":{\"tools\":[{\"name\":\"q\"}]}} ]",
+        r#"{"result":{"tools":[{"name":"x"}]},"jsonrpc":"2.0","id":1}"#,
+        r#"{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"x"}],"nextCursor":null,"tools2":[{"name":"x"}]}}"#,
+    ];
+    let ambiguous = [bodies[11], bodies[12], bodies[13], bodies[14]];
+    for body in bodies {
+        let (mut fast_log, mut slow_log) = (Vec::new(), Vec::new());
+        let fast = filter_json_response(body.as_bytes(), &pending, &mut keep_logged(&mut fast_log));
+        let slow =
+            filter_json_via_value(body.as_bytes(), &pending, &mut keep_logged(&mut slow_log));
+        let (Ok((fast, fast_removed)), Ok((slow, slow_removed))) = (&fast, &slow) else {
+            assert_eq!(fast.err(), slow.err(), "{body}");
+            continue;
+        };
+        assert_eq!(fast_removed, slow_removed, "{body}");
+        assert!(
+            fast_log.ends_with(&slow_log),
+            "{body}: {fast_log:?} {slow_log:?}"
+        );
+        let parsed: Value = serde_json::from_slice(fast).unwrap();
+        assert_eq!(
+            parsed,
+            serde_json::from_slice::<Value>(slow).unwrap(),
+            "{body}"
+        );
+        if *fast_removed == 0 && !ambiguous.contains(&body) {
+            assert_eq!(
+                fast,
+                body.as_bytes(),
+                "nothing hidden, nothing rewritten: {body}"
+            );
+        }
+        if ambiguous.contains(&body) {
+            assert_eq!(
+                fast, slow,
+                "a twice-given member is filtered as a value: {body}"
+            );
+        }
+    }
+}
+
+#[test]
+fn spliced_sse_lists_read_like_reserialised_ones() {
+    let pending = pending(9, ListKind::Tools);
+    let events = [
+        "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[{\"name\":\"x\"},{\"name\":\"a\"}]}}",
+        "event: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":9,\ndata: \"result\":{\"tools\":[{\"name\":\"x\"},\ndata: {\"name\":\"a\"}]}}",
+        "data: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[{\"name\":\"a\",\"name\":\"x\"},{\"name\":\"b\"}]}}",
+        "data: [{\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[{\"name\":\"x\"}]}}]",
+        "data: {\"jsonrpc\":\"2.0\",\"id\":9,\"result\":{\"tools\":[{\"name\":\"a\"}]}}",
+        "id: 4\ndata: not json {\"name\":\"x\"}",
+        ": a comment",
+    ];
+    for sep in ["\n\n", "\r\n\r\n"] {
+        let body: String = events.iter().map(|e| format!("{e}{sep}")).collect();
+        let (mut fast_log, mut slow_log) = (Vec::new(), Vec::new());
+        let (fast, fast_removed) =
+            filter_sse_response(body.as_bytes(), &pending, &mut keep_logged(&mut fast_log))
+                .unwrap();
+        let (slow, slow_removed) =
+            filter_sse_via_value(body.as_bytes(), &pending, &mut keep_logged(&mut slow_log));
+        assert_eq!(fast_removed, slow_removed);
+        assert_eq!(fast_removed, 3);
+        assert_eq!(fast_log, slow_log);
+        let (fast, slow) = (
+            String::from_utf8(fast).unwrap(),
+            String::from_utf8(slow).unwrap(),
+        );
+        let (fast_events, slow_events): (Vec<&str>, Vec<&str>) =
+            (fast.split(sep).collect(), slow.split(sep).collect());
+        assert_eq!(fast_events.len(), slow_events.len());
+        for (f, s) in fast_events.iter().zip(&slow_events) {
+            let data = |e: &str| -> Option<Value> {
+                let d: Vec<&str> = e
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("data:"))
+                    .map(|d| d.strip_prefix(' ').unwrap_or(d))
+                    .collect();
+                serde_json::from_str(&d.join("\n")).ok()
+            };
+            let others = |e: &'_ str| -> Vec<String> {
+                e.lines()
+                    .filter(|l| !l.starts_with("data:"))
+                    .map(str::to_owned)
+                    .collect()
+            };
+            assert_eq!(data(f), data(s), "{f:?} / {s:?}");
+            assert_eq!(others(f), others(s), "{f:?} / {s:?}");
+            if data(s).is_none() {
+                assert_eq!(f, s);
+            }
+        }
+    }
+}
+
+/// [`filter_sse_response`] as first written (every rewritten event serialised from a value).
+fn filter_sse_via_value(
+    body: &[u8],
+    pending: &[PendingList],
+    keep: &mut dyn FnMut(ListKind, &str) -> bool,
+) -> (Vec<u8>, usize) {
+    let text = std::str::from_utf8(body).unwrap();
+    let mut out = String::new();
+    let mut removed = 0;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let (event, sep, tail) = split_event(rest);
+        let data: Vec<&str> = event
+            .lines()
+            .filter_map(|l| l.strip_prefix("data:"))
+            .map(|d| d.strip_prefix(' ').unwrap_or(d))
+            .collect();
+        let rewritten = match serde_json::from_str::<Value>(&data.join("\n")) {
+            Ok(mut msg) if !data.is_empty() => {
+                let n = filter_message(&mut msg, pending, keep);
+                removed += n;
+                (n > 0).then_some(msg)
+            }
+            _ => None,
+        };
+        match rewritten {
+            None => out.push_str(event),
+            Some(msg) => {
+                for line in event.lines().filter(|l| !l.starts_with("data:")) {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+                out.push_str("data: ");
+                out.push_str(&msg.to_string());
+            }
+        }
+        out.push_str(sep);
+        rest = tail;
+    }
+    (out.into_bytes(), removed)
+}
+
+#[test]
+fn a_spliced_list_keeps_the_upstreams_text_but_for_the_list() {
+    let body = "{\n  \"jsonrpc\": \"2.0\", \"id\": 4,\n  \"result\": {\"tools\": [ {\"name\": \"printEnv\"} ,\n {\"name\": \"echo\", \"b\": 1, \"a\": 2} ], \"z\": 0}\n}\n";
+    let (out, removed) =
+        filter_json_response(body.as_bytes(), &pending(4, ListKind::Tools), &mut keep_echo)
+            .unwrap();
+    assert_eq!(removed, 1);
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "{\n  \"jsonrpc\": \"2.0\", \"id\": 4,\n  \"result\": {\"tools\": [{\"name\": \"echo\", \"b\": 1, \"a\": 2}], \"z\": 0}\n}\n"
+    );
+}
