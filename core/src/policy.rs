@@ -882,7 +882,8 @@ fn decide(candidates: &Candidates, holds: &mut dyn FnMut(usize) -> bool) -> Deci
 }
 
 /// [`Policy::may_see`] for the entries of one list response (see [`Policy::list_view`]). A
-/// condition that does not read `name` has the same result for every entry, so it runs once.
+/// condition that does not read `name` has the same result for every entry, so it runs once;
+/// deny rules are only looked at for entries an allow rule shows.
 #[derive(Debug)]
 pub struct ListView<'a> {
     policy: &'a Policy,
@@ -942,7 +943,9 @@ impl ListView<'_> {
             }
             result
         };
-        decide(candidates, &mut holds).allowed
+        // Only the answer counts here, not which rule gave it: an entry no allow rule matches
+        // is hidden whatever the deny rules say, so they (and their conditions) are skipped.
+        candidates.allow.iter().any(|&i| holds(i)) && !candidates.deny.iter().any(|&i| holds(i))
     }
 }
 
