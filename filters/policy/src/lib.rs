@@ -342,26 +342,29 @@ impl Context for PolicyFilter {}
 impl HttpContext for PolicyFilter {
     fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
         let header = |name: &str| self.get_http_request_header(name);
+        let host = header(":authority").unwrap_or_default();
+        let path = header(":path").unwrap_or_default();
+        let method = header(":method").unwrap_or_default();
+        // CORS preflights carry no credentials (Fetch spec): the CORS filter or upstream answers.
+        let preflight = method.eq_ignore_ascii_case("OPTIONS")
+            && header("access-control-request-method").is_some();
+        if preflight || self.worker.policy.passes_unchecked(&host, &path) {
+            return Action::Continue;
+        }
         let head = RequestHead {
-            host: header(":authority").unwrap_or_default(),
-            path: header(":path").unwrap_or_default(),
-            method: header(":method").unwrap_or_default(),
+            host,
+            path,
+            method,
             mcp: McpHeaders {
                 protocol_version: header("mcp-protocol-version"),
                 method: header("mcp-method"),
                 name: header("mcp-name"),
             },
-            caller: Caller::from_headers(|h| self.get_http_request_header(h)),
+            caller: Caller::from_headers(header),
         };
-        // CORS preflights carry no credentials (Fetch spec): the CORS filter or upstream answers.
-        let preflight = head.method.eq_ignore_ascii_case("OPTIONS")
-            && header("access-control-request-method").is_some();
-        if preflight || self.worker.policy.passes_unchecked(&head.host, &head.path) {
-            return Action::Continue;
-        }
         let is_post = head.method.eq_ignore_ascii_case("POST");
-        let declared = header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
-        if is_post && declared.is_some_and(|n| n > self.worker.policy.limits.max_body_bytes) {
+        let declared = || header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
+        if is_post && declared().is_some_and(|n| n > self.worker.policy.limits.max_body_bytes) {
             let out = self
                 .worker
                 .policy
