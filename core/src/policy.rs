@@ -276,6 +276,19 @@ impl Glob {
     }
 }
 
+/// [`Rule::name_starts`]: the first bytes of the names `globs` can match (the empty name has
+/// none and is left to the globs).
+fn name_starts(globs: Option<&[Glob]>) -> [u64; 4] {
+    let mut bits = [0u64; 4];
+    for g in globs.unwrap_or_default() {
+        match g.0.first().and_then(|p| p.as_bytes().first()) {
+            Some(&b) => bits[usize::from(b) / 64] |= 1 << (b % 64),
+            None => bits = [u64::MAX; 4],
+        }
+    }
+    bits
+}
+
 fn any_match(globs: &[Glob], s: &str) -> bool {
     globs.iter().any(|g| g.matches(s))
 }
@@ -308,6 +321,9 @@ struct Rule {
     servers: Vec<Glob>,
     methods: Vec<Glob>,
     names: Option<Vec<Glob>>,
+    /// The bytes a name `names` can match may start with (bit per byte value); all set when a
+    /// pattern starts with `*`. A cheap first test before the globs.
+    name_starts: [u64; 4],
     subjects: Option<BTreeSet<String>>,
     users: Option<BTreeSet<String>>,
     groups: Option<BTreeSet<String>>,
@@ -348,9 +364,15 @@ impl Rule {
 
     /// Whether `names` matches the request's target.
     fn matches_name(&self, name: Option<&str>) -> bool {
-        self.names
-            .as_ref()
-            .is_none_or(|n| name.is_some_and(|s| any_match(n, s)))
+        self.names.as_ref().is_none_or(|n| {
+            name.is_some_and(|s| {
+                let could = s
+                    .as_bytes()
+                    .first()
+                    .is_none_or(|&b| self.name_starts[usize::from(b / 64)] & (1 << (b % 64)) != 0);
+                could && any_match(n, s)
+            })
+        })
     }
 
     /// Whether everything but the condition matches, given what the index already checked.
@@ -720,15 +742,17 @@ fn compile_rule(i: usize, r: RawRule, servers: &BTreeSet<&str>, errors: &mut Vec
                 None
             }
         });
+    let names = r
+        .names
+        .as_deref()
+        .map(|n| globs_in(n, &format!("{at}.names"), errors));
     let w = r.when;
     Rule {
         name: r.name.unwrap_or_else(|| at.clone()),
         effect: r.effect,
         methods: globs_in(&r.methods, &format!("{at}.methods"), errors),
-        names: r
-            .names
-            .as_deref()
-            .map(|n| globs_in(n, &format!("{at}.names"), errors)),
+        name_starts: name_starts(names.as_deref()),
+        names,
         servers: server_globs,
         subjects: strings_in(w.subjects, &format!("{at}.when.subjects"), errors),
         users: strings_in(w.users, &format!("{at}.when.users"), errors),

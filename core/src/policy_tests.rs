@@ -303,7 +303,7 @@ fn index_policy() -> Policy {
                 {"name": "who", "effect": "allow", "condition": "user == \"alice\" && server == \"mem2\" && method == \"tools/call\" && subject != \"\" && email == \"\" && client_id == \"client-a\" && \"openid\" in scopes && size(arguments) < 3"},
                 {"name": "anon-ping", "effect": "allow", "servers": ["memory"], "methods": ["ping", "http:GET"], "anonymous": true},
                 {"name": "sized", "effect": "deny", "methods": ["tools/call"], "condition": "size(arguments) > 2"},
-                {"name": "clients", "effect": "allow", "methods": ["prompts/get", "resources/read"], "when": {"client_ids": ["client-b"], "users": ["bob"], "subjects": ["github:2"]}}
+                {"name": "clients", "effect": "allow", "methods": ["prompts/get", "resources/read"], "names": ["*"], "when": {"client_ids": ["client-b"], "users": ["bob"], "subjects": ["github:2"]}}
             ]
         })
         .to_string()
@@ -317,12 +317,16 @@ fn index_policy() -> Policy {
 /// `cel::to_value`.
 fn walk_every_rule(p: &Policy, req: &Request<'_>) -> Decision {
     let mut allow = None;
-    let everything = Unchecked {
-        server: true,
-        method: true,
-    };
     for (i, rule) in p.rules.iter().enumerate() {
-        if !rule.matches_fields(req, everything) {
+        let named = rule
+            .names
+            .as_ref()
+            .is_none_or(|n| req.name.is_some_and(|s| any_match(n, s)));
+        if !(any_match(&rule.servers, req.server)
+            && any_match(&rule.methods, req.method)
+            && named
+            && rule.matches_caller(req.caller))
+        {
             continue;
         }
         let matched = rule.condition.as_ref().is_none_or(|c| {
@@ -392,6 +396,7 @@ const INDEX_NAMES: &[&str] = &[
     "my_danger_tool",
     "other",
     "",
+    "é",
 ];
 
 #[test]
