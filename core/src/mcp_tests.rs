@@ -581,9 +581,12 @@ fn filter_sse_via_value(
 #[test]
 fn a_spliced_list_keeps_the_upstreams_text_but_for_the_list() {
     let body = "{\n  \"jsonrpc\": \"2.0\", \"id\": 4,\n  \"result\": {\"tools\": [ {\"name\": \"printEnv\"} ,\n {\"name\": \"echo\", \"b\": 1, \"a\": 2} ], \"z\": 0}\n}\n";
-    let (out, removed) =
-        filter_json_response(body.as_bytes(), &pending(4, ListKind::Tools), &mut keep_echo)
-            .unwrap();
+    let (out, removed) = filter_json_response(
+        body.as_bytes(),
+        &pending(4, ListKind::Tools),
+        &mut keep_echo,
+    )
+    .unwrap();
     assert_eq!(removed, 1);
     assert_eq!(
         String::from_utf8(out).unwrap(),
