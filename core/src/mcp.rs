@@ -872,7 +872,8 @@ fn splice_lists(
                 b',' => s.c.i += 1,
                 b']' | 0 => break Some(()),
                 _ => {
-                    if s.message().is_none() {
+                    let at = s.c.i;
+                    if s.message().is_none() || s.c.i == at {
                         break None;
                     }
                 }
@@ -1024,6 +1025,10 @@ impl Splicer<'_, '_> {
                     // An entry without a name cannot be authorized, so it is not shown.
                     if self.entry(kind)? {
                         kept.push((from, self.c.i));
+                    }
+                    if self.c.i == from {
+                        // Not reachable in checked JSON; never loop on it.
+                        return None;
                     }
                 }
             }

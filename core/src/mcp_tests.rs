@@ -593,3 +593,166 @@ fn a_spliced_list_keeps_the_upstreams_text_but_for_the_list() {
         "{\n  \"jsonrpc\": \"2.0\", \"id\": 4,\n  \"result\": {\"tools\": [{\"name\": \"echo\", \"b\": 1, \"a\": 2}], \"z\": 0}\n}\n"
     );
 }
+
+/// Random JSON text for the splice tests: values of every kind, strings with escapes and
+/// brackets, and random whitespace between tokens.
+struct JsonGen(rand::rngs::StdRng);
+
+impl JsonGen {
+    fn ws(&mut self) -> &'static str {
+        use rand::Rng;
+        [" ", "", "", "\n  ", "\t", "\r\n"][self.0.gen_range(0..6)]
+    }
+
+    fn string(&mut self) -> String {
+        use rand::Rng;
+        let parts = [
+            "a", "x", "]", "}", "{", "[", "\\\"", "\\\\", "\\u0078", "é", ",", ":",
+        ];
+        let n = self.0.gen_range(0..4);
+        let body: String = (0..n)
+            .map(|_| parts[self.0.gen_range(0..parts.len())])
+            .collect();
+        format!("\"{body}\"")
+    }
+
+    fn value(&mut self, depth: u32) -> String {
+        use rand::Rng;
+        match self.0.gen_range(0..if depth > 2 { 4 } else { 6 }) {
+            0 => self.string(),
+            1 => ["1", "-2.5e3", "0", "12345678901234567890"][self.0.gen_range(0..4)].to_owned(),
+            2 => ["true", "false", "null"][self.0.gen_range(0..3)].to_owned(),
+            3 => "{}".to_owned(),
+            4 => {
+                let n = self.0.gen_range(0..3);
+                let items: Vec<String> = (0..n).map(|_| self.value(depth + 1)).collect();
+                format!("[{}]", items.join(&format!(",{}", self.ws())))
+            }
+            _ => {
+                let n = self.0.gen_range(0..3);
+                let members: Vec<(String, String)> = (0..n)
+                    .map(|_| (self.string(), self.value(depth + 1)))
+                    .collect();
+                self.object(members)
+            }
+        }
+    }
+
+    fn object(&mut self, members: Vec<(String, String)>) -> String {
+        let members: Vec<String> = members
+            .into_iter()
+            .map(|(k, v)| format!("{}{k}{}:{}{v}", self.ws(), self.ws(), self.ws()))
+            .collect();
+        format!("{{{}{}}}", members.join(","), self.ws())
+    }
+
+    fn shuffled(&mut self, mut members: Vec<(String, String)>) -> String {
+        use rand::seq::SliceRandom;
+        members.shuffle(&mut self.0);
+        self.object(members)
+    }
+
+    fn entry(&mut self) -> String {
+        use rand::Rng;
+        let name = match self.0.gen_range(0..8) {
+            0 => self.value(1),
+            1 => return self.value(1),
+            _ => ["\"echo\"", "\"x1\"", "\"e\\u0078\"", "\"b\""][self.0.gen_range(0..4)].to_owned(),
+        };
+        let mut members = vec![("\"name\"".to_owned(), name)];
+        for _ in 0..self.0.gen_range(0..3) {
+            let k = self.string();
+            let v = self.value(1);
+            members.push((k, v));
+        }
+        self.shuffled(members)
+    }
+
+    fn message(&mut self) -> String {
+        use rand::Rng;
+        let n = self.0.gen_range(0..5);
+        let entries: Vec<String> = (0..n).map(|_| self.entry()).collect();
+        let list = format!(
+            "[{}{}]",
+            entries.join(&format!(",{}", self.ws())),
+            self.ws()
+        );
+        let field = ["\"tools\"", "\"prompts\"", "\"other\""][self.0.gen_range(0..3)];
+        let mut result = vec![(field.to_owned(), list)];
+        if self.0.gen_bool(0.3) {
+            result.push(("\"nextCursor\"".to_owned(), self.value(1)));
+        }
+        let result = self.shuffled(result);
+        let id = ["1", "\"p\"", "2", "1.0"][self.0.gen_range(0..4)];
+        let mut members = vec![
+            ("\"jsonrpc\"".to_owned(), "\"2.0\"".to_owned()),
+            ("\"id\"".to_owned(), id.to_owned()),
+            ("\"result\"".to_owned(), result),
+        ];
+        if self.0.gen_bool(0.2) {
+            members.push(("\"result\"".to_owned(), "{}".to_owned()));
+        }
+        self.shuffled(members)
+    }
+}
+
+#[test]
+fn spliced_lists_agree_with_reserialised_ones_on_random_documents() {
+    use rand::{Rng, SeedableRng};
+    let pending = vec![
+        PendingList {
+            id: json!(1),
+            kind: ListKind::Tools,
+        },
+        PendingList {
+            id: json!("p"),
+            kind: ListKind::Prompts,
+        },
+    ];
+    let mut g = JsonGen(rand::rngs::StdRng::seed_from_u64(5));
+    let (mut spliced, mut via_value) = (0, 0);
+    for _ in 0..3000 {
+        let body = if g.0.gen_bool(0.3) {
+            let n = g.0.gen_range(1..4);
+            let ms: Vec<String> = (0..n).map(|_| g.message()).collect();
+            format!("[{}]", ms.join(","))
+        } else {
+            g.message()
+        };
+        let (mut fast_log, mut slow_log) = (Vec::new(), Vec::new());
+        let fast = filter_json_response(body.as_bytes(), &pending, &mut keep_logged(&mut fast_log));
+        let slow =
+            filter_json_via_value(body.as_bytes(), &pending, &mut keep_logged(&mut slow_log));
+        match (&fast, &slow) {
+            (Ok((f, fr)), Ok((s, sr))) => {
+                assert_eq!(fr, sr, "{body}");
+                assert!(fast_log.ends_with(&slow_log), "{body}");
+                if *fr > 0 && f != s {
+                    spliced += 1;
+                } else if *fr > 0 {
+                    via_value += 1;
+                }
+                assert_eq!(
+                    serde_json::from_slice::<Value>(f).unwrap(),
+                    serde_json::from_slice::<Value>(s).unwrap(),
+                    "{body}"
+                );
+            }
+            _ => assert_eq!(fast.err(), slow.err(), "{body}"),
+        }
+        let sse = format!(
+            "event: message\ndata: {}\n\n",
+            body.replace(['\n', '\r'], " ")
+        );
+        let (f, fr) =
+            filter_sse_response(sse.as_bytes(), &pending, &mut |_, n| !n.contains('x')).unwrap();
+        let (s, sr) = filter_sse_via_value(sse.as_bytes(), &pending, &mut |_, n| !n.contains('x'));
+        assert_eq!(fr, sr, "{sse}");
+        let data = |b: &[u8]| -> Option<Value> {
+            let t = std::str::from_utf8(b).unwrap();
+            serde_json::from_str(t.lines().find_map(|l| l.strip_prefix("data: "))?).ok()
+        };
+        assert_eq!(data(&f), data(&s), "{sse}");
+    }
+    assert!(spliced > 200 && via_value > 30, "{spliced} {via_value}");
+}
