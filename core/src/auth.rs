@@ -325,6 +325,9 @@ pub enum DenyReason {
     InsufficientScope,
     /// No verification key has ever been loaded: fail closed.
     NoKeys,
+    /// The token verified but was revoked (the sidecar's store, or the edge's revocation feed:
+    /// [`crate::revocation`]).
+    Revoked,
 }
 
 /// A denial, ready to send.
@@ -363,26 +366,29 @@ fn quoted(s: &str) -> String {
     s.replace(['"', '\\'], "")
 }
 
-fn deny(reason: DenyReason, resource: &Resource) -> Denial {
+/// Builds the denial for `reason` at `resource`: the one place every host's 401, 403 and 503
+/// (status, `WWW-Authenticate`, JSON body) come from, so the filter and the sidecar answer alike.
+pub fn deny(reason: DenyReason, resource: &Resource) -> Denial {
     let metadata = format!(
         "Bearer resource_metadata=\"{}\"",
         quoted(&resource.metadata_url())
     );
+    let invalid_token = |description: String| {
+        let challenge = format!(
+            "{metadata}, error=\"invalid_token\", error_description=\"{}\"",
+            quoted(&description)
+        );
+        (401, "invalid_token", description, Some(challenge))
+    };
     let (status, error, description, challenge) = match &reason {
         DenyReason::MissingToken => (
             401,
             "invalid_token",
             "bearer token required".to_owned(),
-            Some(metadata),
+            Some(metadata.clone()),
         ),
-        DenyReason::InvalidToken(e) => {
-            let d = e.to_string();
-            let challenge = format!(
-                "{metadata}, error=\"invalid_token\", error_description=\"{}\"",
-                quoted(&d)
-            );
-            (401, "invalid_token", d, Some(challenge))
-        }
+        DenyReason::InvalidToken(e) => invalid_token(e.to_string()),
+        DenyReason::Revoked => invalid_token("token revoked".to_owned()),
         DenyReason::InsufficientScope => {
             let scope = quoted(&resource.scopes_required.join(" "));
             let challenge = format!("{metadata}, error=\"insufficient_scope\", scope=\"{scope}\"");

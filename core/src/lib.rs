@@ -8,5 +8,6 @@ pub mod jwk;
 pub mod mcp;
 pub mod policy;
 pub mod resource;
+pub mod revocation;
 #[cfg(any(test, feature = "signing"))]
 pub mod signing;
