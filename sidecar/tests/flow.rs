@@ -6,6 +6,8 @@
 //! The test plays the browser with a small cookie jar and follows redirects itself, so every hop
 //! is visible and nothing is followed to the client's redirect URI.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a test fails by panicking
+
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -2,6 +2,7 @@
 //! on drop) in front of the built `mcpgw-echo-child`, a small HTTP/1.1 client over hyper that
 //! keeps one connection, an SSE reader, and process-table helpers.
 #![allow(dead_code)] // reason: each test binary uses a different subset of these helpers
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: test support fails by panicking
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -108,7 +108,7 @@ pub enum Upstream {
     /// OpenID Connect.
     Oidc(Box<oidc::OidcConnector>),
     /// GitHub.
-    Github(github::GithubConnector),
+    Github(Box<github::GithubConnector>),
 }
 
 impl Upstream {
@@ -119,9 +119,9 @@ impl Upstream {
             UpstreamKind::Oidc => Ok(Upstream::Oidc(Box::new(oidc::OidcConnector::new(
                 config.clone(),
             )?))),
-            UpstreamKind::Github => Ok(Upstream::Github(github::GithubConnector::new(
+            UpstreamKind::Github => Ok(Upstream::Github(Box::new(github::GithubConnector::new(
                 config.clone(),
-            )?)),
+            )?))),
         }
     }
 
