@@ -1,17 +1,21 @@
-//! `POST /revoke` (RFC 7009) and `POST /introspect` (RFC 7662). Both authenticate the client as
-//! the token endpoint does. Revocation answers 200 whether or not the token was known (§2.2) and
+//! `POST /revoke` (RFC 7009), `POST /introspect` (RFC 7662) and `GET /revoked`, the revocation
+//! feed for the edge. The first two authenticate the client as the token endpoint does. Revocation answers 200 whether or not the token was known (§2.2) and
 //! only revokes tokens issued to the calling client; revoking a refresh token revokes its whole
 //! grant family. Introspection needs a confidential client and answers `{"active": false}` for
-//! anything expired, revoked, unknown or malformed.
+//! anything expired, revoked, unknown or malformed. The feed lists the `jti`s of revoked access
+//! tokens not yet expired (core's `RevokedFeed`), for the JWT filter to refuse them before their
+//! `exp`; `jti`s are opaque identifiers, not credentials, but the feed is for the edge only: no
+//! shipped proxy configuration routes it publicly.
 
 use axum::extract::State;
 use axum::extract::rejection::FormRejection;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use mcpgw_core::auth::{VerifyOptions, verify_signature};
 use mcpgw_core::claims::AccessTokenClaims;
+use mcpgw_core::revocation::RevokedFeed;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -25,6 +29,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/revoke", post(revoke))
         .route("/introspect", post(introspect))
+        .route("/revoked", get(revoked))
 }
 
 /// The form of both endpoints.
@@ -76,7 +81,7 @@ async fn revoke(
     // Both kinds are tried, so `token_type_hint` needs no reading (RFC 7009 §2.1 allows that).
     if let Some(claims) = access_claims(&state, &token) {
         if claims.client_id == client.client_id {
-            state.store.delete("token", &claims.jti).await?;
+            state.store.revoke_token(&claims.jti, claims.exp).await?;
             tracing::info!(client_id = %client.client_id, jti = %claims.jti, "revoked an access token");
         }
     } else if let Some(record) = state.store.get_refresh(&token).await?
@@ -143,4 +148,10 @@ async fn introspect(
         )),
         _ => Ok(inactive()),
     }
+}
+
+/// The revocation feed. Without Redis: 503 `temporarily_unavailable` (the edge keeps its last list).
+async fn revoked(State(state): State<AppState>) -> Result<Response, OAuthError> {
+    let revoked = state.store.revoked().await?;
+    Ok(no_store(Json(RevokedFeed { revoked }).into_response()))
 }

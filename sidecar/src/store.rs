@@ -9,6 +9,7 @@
 //! | `oauth:token:{jti}` | [`TokenRecord`]: an access token that is still valid | access-token lifetime |
 //! | `oauth:refresh:{sha256(token)}` | [`RefreshRecord`], taken once with GETDEL | refresh lifetime |
 //! | `oauth:refresh_used:{sha256(token)}` | the family of a rotated refresh token (reuse detection) | refresh lifetime |
+//! | `oauth:revoked` | sorted set of revoked access tokens' `jti`s, score = the token's `exp` (the edge's revocation feed, `GET /revoked`) | none: members leave [`REVOKED_GRACE_SECS`] after their `exp`, pruned on every write and read |
 //! | `oauth:family:{fid}` | set of the keys a grant family issued (`token:…`, `refresh:…`) | refresh lifetime |
 //! | `oauth:client_tokens:{client_id}` | set of the client's families (revocation on delete) | refresh lifetime |
 //! | `oauth:user_tokens:{sub}` | set of the user's families | refresh lifetime |
@@ -17,10 +18,12 @@
 //!
 //! Codes, refresh tokens, client secrets and registration access tokens are stored only as
 //! SHA-256 hashes. A grant family is everything issued from one authorization code; revoking it
-//! deletes every key in its set. The store knows nothing of HTTP; handlers decide.
+//! deletes every key in its set and lists its live access tokens in `oauth:revoked`, which the
+//! edge fetches so it refuses them before they expire. The store knows nothing of HTTP; handlers decide.
 
 use std::time::Duration;
 
+use mcpgw_core::auth::DEFAULT_LEEWAY_SECS;
 use mcpgw_core::claims::Scopes;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
@@ -202,6 +205,10 @@ pub fn hash(secret: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// How long after its `exp` a revoked `jti` stays in `oauth:revoked`: verifiers accept a token
+/// that long after `exp` (core's default clock leeway), so the edge must keep refusing it as long.
+pub const REVOKED_GRACE_SECS: u64 = DEFAULT_LEEWAY_SECS;
 
 fn secs(d: Duration) -> u64 {
     d.as_secs().max(1)
@@ -468,7 +475,65 @@ impl Store {
         }
     }
 
-    /// Revokes a whole family: every access and refresh token it issued.
+    /// The key of the revocation feed's sorted set, `oauth:revoked`.
+    pub fn revoked_key(&self) -> String {
+        format!("{}oauth:revoked", self.prefix)
+    }
+
+    /// Deletes `keys` and lists `tokens` (`jti`, `exp`) in `oauth:revoked`, in one transaction,
+    /// pruning the members whose `exp` is past the grace.
+    async fn revoke_keys(
+        &self,
+        keys: Vec<String>,
+        tokens: &[(String, u64)],
+    ) -> Result<(), StoreError> {
+        let revoked = self.revoked_key();
+        let mut pipe = redis::pipe();
+        pipe.atomic().del(keys).ignore();
+        if !tokens.is_empty() {
+            let members: Vec<(u64, &str)> = tokens
+                .iter()
+                .map(|(jti, exp)| (*exp, jti.as_str()))
+                .collect();
+            pipe.zadd_multiple(&revoked, &members).ignore();
+        }
+        pipe.zrembyscore(
+            &revoked,
+            "-inf",
+            crate::now().saturating_sub(REVOKED_GRACE_SECS),
+        )
+        .ignore();
+        let _: () = pipe.query_async(&mut self.conn()).await?;
+        Ok(())
+    }
+
+    /// Revokes the access token `jti`, which expires at `exp`: it is no longer live, and the edge's
+    /// revocation feed lists it until then.
+    pub async fn revoke_token(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
+        self.revoke_keys(vec![self.key("token", jti)], &[(jti.to_owned(), exp)])
+            .await
+    }
+
+    /// The revocation feed: the `jti`s of revoked access tokens whose `exp` is not past the grace
+    /// (the others are pruned here).
+    pub async fn revoked(&self) -> Result<Vec<String>, StoreError> {
+        let key = self.revoked_key();
+        let (jtis,): (Vec<String>,) = redis::pipe()
+            .atomic()
+            .zrembyscore(
+                &key,
+                "-inf",
+                crate::now().saturating_sub(REVOKED_GRACE_SECS),
+            )
+            .ignore()
+            .zrange(&key, 0, -1)
+            .query_async(&mut self.conn())
+            .await?;
+        Ok(jtis)
+    }
+
+    /// Revokes a whole family: every access and refresh token it issued. Its live access tokens
+    /// go into the revocation feed.
     pub async fn revoke_family(&self, family: &str) -> Result<(), StoreError> {
         let fkey = self.key("family", family);
         let members: Vec<String> = self.conn().smembers(&fkey).await?;
@@ -477,9 +542,15 @@ impl Store {
             .filter_map(|m| m.split_once(':'))
             .map(|(kind, id)| self.key(kind, id))
             .collect();
+        let mut tokens = Vec::new();
+        for jti in members.iter().filter_map(|m| m.strip_prefix("token:")) {
+            // Absent: expired or revoked already (then listed already).
+            if let Some(record) = self.get_token(jti).await? {
+                tokens.push((jti.to_owned(), record.exp));
+            }
+        }
         keys.push(fkey);
-        let _: u64 = self.conn().del(keys).await?;
-        Ok(())
+        self.revoke_keys(keys, &tokens).await
     }
 
     /// Revokes every family of `client_id` (through the index, no scan).

@@ -2,7 +2,8 @@
 //! `Authorization` and `X-Forwarded-Host`/`X-Forwarded-Uri`; the resource is chosen from those
 //! with core's matching, and the decision is core's [`authenticate`], so the answer (status,
 //! `WWW-Authenticate`, body) is exactly the JWT filter's. On top, the sidecar checks revocation
-//! (the token's `oauth:token:{jti}` must still exist). Allowed: 200 with the identity headers,
+//! (the token's `oauth:token:{jti}` must still exist) and refuses a revoked token with core's
+//! revoked denial, the JWT filter's answer to a token in its revocation feed. Allowed: 200 with the identity headers,
 //! which Traefik copies upstream (`authResponseHeaders`). A path that names no configured
 //! resource is refused with 404 (fail closed). A CORS preflight (`X-Forwarded-Method: OPTIONS`
 //! with `Access-Control-Request-Method`) passes without a token and without identity headers.
@@ -12,8 +13,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use mcpgw_core::auth::{Decision, VerifyOptions, authenticate};
-use mcpgw_core::resource::Resource;
+use mcpgw_core::auth::{Decision, Denial, DenyReason, VerifyOptions, authenticate, deny};
 
 use crate::error::InternalCause;
 use crate::{AppState, now};
@@ -38,18 +38,14 @@ fn json_response(status: StatusCode, body: String) -> Response {
     r
 }
 
-/// The 401 for a token that verified but was revoked, in the filter's `WWW-Authenticate` form.
-fn revoked(resource: &Resource) -> Response {
-    let challenge = format!(
-        "Bearer resource_metadata=\"{}\", error=\"invalid_token\", error_description=\"token revoked\"",
-        resource.metadata_url().replace(['"', '\\'], "")
-    );
-    let mut r = json_response(
-        StatusCode::UNAUTHORIZED,
-        serde_json::json!({"error": "invalid_token", "error_description": "token revoked"})
-            .to_string(),
-    );
-    if let Ok(v) = HeaderValue::from_str(&challenge) {
+/// Core's denial as a response: status, `WWW-Authenticate` and body exactly as the filter sends.
+fn denial_response(denial: Denial) -> Response {
+    let status = StatusCode::from_u16(denial.status).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut r = json_response(status, denial.body);
+    if let Some(v) = denial
+        .www_authenticate
+        .and_then(|w| HeaderValue::from_str(&w).ok())
+    {
         r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
     }
     r
@@ -93,22 +89,14 @@ async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Response {
         Decision::Allow(identity) => identity,
         Decision::Deny(denial) => {
             tracing::debug!(reason = ?denial.reason, resource = %resource.canonical_url, "verify: denied");
-            let status = StatusCode::from_u16(denial.status).unwrap_or(StatusCode::UNAUTHORIZED);
-            let mut r = json_response(status, denial.body);
-            if let Some(v) = denial
-                .www_authenticate
-                .and_then(|w| HeaderValue::from_str(&w).ok())
-            {
-                r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
-            }
-            return r;
+            return denial_response(denial);
         }
     };
     match state.store.token_live(&identity.jti).await {
         Ok(true) => {}
         Ok(false) => {
             tracing::debug!(jti = %identity.jti, "verify: token revoked");
-            return revoked(resource);
+            return denial_response(deny(DenyReason::Revoked, resource));
         }
         Err(e) => {
             // Fail closed: without Redis, revocation cannot be checked.

@@ -7,5 +7,6 @@ mod common;
 mod discovery;
 mod process;
 mod register;
+mod revoked;
 mod token;
 mod verify;

@@ -169,6 +169,10 @@ async fn serves_logs_json_without_secrets_survives_a_redis_restart_and_stops_gra
     };
     assert_eq!(ready().await, 503);
     assert_eq!(verify(access.clone()).await, 503);
+    let feed = http.get(format!("{base}/revoked")).send().await.unwrap();
+    assert_eq!(feed.status(), 503);
+    let feed: serde_json::Value = feed.json().await.unwrap();
+    assert_eq!(feed["error"], "temporarily_unavailable");
     let _redis = redis_on(redis_port);
     let mut ok = false;
     for _ in 0..50 {
