@@ -34,6 +34,10 @@ pub struct RawConfig {
     /// How many verified tokens each worker remembers (0 turns the cache off). Default: 4096.
     #[serde(default)]
     pub cache_entries: Option<usize>,
+    /// The revocation feed (the sidecar's `GET /revoked`): listed tokens are refused before their
+    /// `exp`. Defaults: path `/revoked`, refresh interval 5 s, timeout 2 s. Default: no feed.
+    #[serde(default)]
+    pub revocation: Option<RawFetch>,
 }
 
 /// The key source.
@@ -69,6 +73,77 @@ pub struct RawRemote {
     pub unknown_kid_refetch_interval: Option<String>,
 }
 
+/// A document the filter fetches periodically from an Envoy cluster (the revocation feed; the
+/// JWKS's fields are the same plus its own, see [`RawRemote`]).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFetch {
+    /// The Envoy cluster that serves it.
+    pub cluster: String,
+    /// The request path. Default: the document's.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// The `:authority` sent. Default: the cluster name.
+    #[serde(default)]
+    pub authority: Option<String>,
+    /// How often it is refetched, e.g. `"5s"` (at least 1 s). Default: the document's.
+    #[serde(default)]
+    pub refresh_interval: Option<String>,
+    /// The fetch timeout. Default: the document's.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+/// The defaults of one fetched document.
+struct FetchDefaults {
+    path: &'static str,
+    refresh_interval: Duration,
+    timeout: Duration,
+}
+
+/// The JWKS's defaults.
+const JWKS_DEFAULTS: FetchDefaults = FetchDefaults {
+    path: "/.well-known/jwks.json",
+    refresh_interval: Duration::from_secs(300),
+    timeout: Duration::from_secs(5),
+};
+
+/// The revocation feed's defaults.
+const REVOCATION_DEFAULTS: FetchDefaults = FetchDefaults {
+    path: "/revoked",
+    refresh_interval: Duration::from_secs(5),
+    timeout: Duration::from_secs(2),
+};
+
+impl RawFetch {
+    /// Validates the fields, named under `prefix` (e.g. `jwks.remote`), with `defaults`.
+    fn validate(self, prefix: &str, defaults: &FetchDefaults) -> Result<Fetch, ConfigError> {
+        let name = |f: &str| format!("{prefix}.{f}");
+        if self.cluster.is_empty() {
+            return Err(field(&name("cluster"), "must not be empty"));
+        }
+        let path = self.path.unwrap_or_else(|| defaults.path.to_owned());
+        if !path.starts_with('/') {
+            return Err(field(&name("path"), "must start with `/`"));
+        }
+        let refresh_interval = duration(
+            &name("refresh_interval"),
+            self.refresh_interval.as_deref(),
+            defaults.refresh_interval,
+        )?;
+        if refresh_interval < Duration::from_secs(1) {
+            return Err(field(&name("refresh_interval"), "must be at least 1s"));
+        }
+        Ok(Fetch {
+            authority: self.authority.unwrap_or_else(|| self.cluster.clone()),
+            cluster: self.cluster,
+            path,
+            refresh_interval,
+            timeout: duration(&name("timeout"), self.timeout.as_deref(), defaults.timeout)?,
+        })
+    }
+}
+
 /// The validated configuration.
 #[derive(Debug)]
 pub struct Config {
@@ -82,6 +157,8 @@ pub struct Config {
     pub cache_entries: usize,
     /// Where keys come from.
     pub keys: KeySource,
+    /// The revocation feed, if any.
+    pub revocation: Option<Fetch>,
 }
 
 /// The validated key source.
@@ -93,9 +170,9 @@ pub enum KeySource {
     Remote(Remote),
 }
 
-/// A validated remote key source.
-#[derive(Debug, Clone)]
-pub struct Remote {
+/// A validated periodic fetch from an Envoy cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fetch {
     /// The cluster.
     pub cluster: String,
     /// The path.
@@ -106,6 +183,26 @@ pub struct Remote {
     pub refresh_interval: Duration,
     /// The fetch timeout.
     pub timeout: Duration,
+}
+
+impl Fetch {
+    /// Whether a fetch is due at `now_ms` when the last one was at `last_ms` (0: never).
+    pub fn due(&self, last_ms: u64, now_ms: u64) -> bool {
+        let every = u64::try_from(self.refresh_interval.as_millis()).unwrap_or(u64::MAX);
+        last_ms == 0 || now_ms >= last_ms.saturating_add(every)
+    }
+
+    /// The timeout in milliseconds.
+    pub fn timeout_ms(&self) -> u64 {
+        u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A validated remote key source.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    /// Where and how often the JWKS is fetched.
+    pub fetch: Fetch,
     /// The unknown-`kid` refetch rate limit.
     pub unknown_kid_refetch_interval: Duration,
 }
@@ -203,42 +300,26 @@ impl TryFrom<RawConfig> for Config {
                 }
                 KeySource::Inline(set)
             }
-            RawJwks::Remote(r) => {
-                if r.cluster.is_empty() {
-                    return Err(field("jwks.remote.cluster", "must not be empty"));
-                }
-                let path = r
-                    .path
-                    .unwrap_or_else(|| "/.well-known/jwks.json".to_owned());
-                if !path.starts_with('/') {
-                    return Err(field("jwks.remote.path", "must start with `/`"));
-                }
-                let refresh_interval = duration(
-                    "jwks.remote.refresh_interval",
-                    r.refresh_interval.as_deref(),
-                    Duration::from_secs(300),
-                )?;
-                if refresh_interval < Duration::from_secs(1) {
-                    return Err(field("jwks.remote.refresh_interval", "must be at least 1s"));
-                }
-                KeySource::Remote(Remote {
-                    authority: r.authority.unwrap_or_else(|| r.cluster.clone()),
+            RawJwks::Remote(r) => KeySource::Remote(Remote {
+                unknown_kid_refetch_interval: duration(
+                    "jwks.remote.unknown_kid_refetch_interval",
+                    r.unknown_kid_refetch_interval.as_deref(),
+                    Duration::from_secs(10),
+                )?,
+                fetch: RawFetch {
                     cluster: r.cluster,
-                    path,
-                    refresh_interval,
-                    timeout: duration(
-                        "jwks.remote.timeout",
-                        r.timeout.as_deref(),
-                        Duration::from_secs(5),
-                    )?,
-                    unknown_kid_refetch_interval: duration(
-                        "jwks.remote.unknown_kid_refetch_interval",
-                        r.unknown_kid_refetch_interval.as_deref(),
-                        Duration::from_secs(10),
-                    )?,
-                })
-            }
+                    path: r.path,
+                    authority: r.authority,
+                    refresh_interval: r.refresh_interval,
+                    timeout: r.timeout,
+                }
+                .validate("jwks.remote", &JWKS_DEFAULTS)?,
+            }),
         };
+        let revocation = raw
+            .revocation
+            .map(|r| r.validate("revocation", &REVOCATION_DEFAULTS))
+            .transpose()?;
         Ok(Config {
             resources,
             verify: VerifyOptions {
@@ -250,6 +331,7 @@ impl TryFrom<RawConfig> for Config {
             forward_authorization: raw.forward_authorization,
             cache_entries: raw.cache_entries.unwrap_or(4096),
             keys,
+            revocation,
         })
     }
 }
@@ -274,8 +356,44 @@ mod tests {
         let KeySource::Remote(r) = c.keys else {
             panic!("inline")
         };
-        assert_eq!(r.path, "/.well-known/jwks.json");
-        assert_eq!(r.refresh_interval, Duration::from_secs(300));
+        assert_eq!(r.fetch.path, "/.well-known/jwks.json");
+        assert_eq!(r.fetch.refresh_interval, Duration::from_secs(300));
+        assert_eq!(c.revocation, None);
+    }
+
+    #[test]
+    fn revocation_feed_has_defaults_and_takes_every_field() {
+        let c = Config::from_json(&with(|v| {
+            v["revocation"] = serde_json::json!({"cluster": "sidecar"})
+        }))
+        .unwrap();
+        assert_eq!(
+            c.revocation,
+            Some(Fetch {
+                cluster: "sidecar".into(),
+                path: "/revoked".into(),
+                authority: "sidecar".into(),
+                refresh_interval: Duration::from_secs(5),
+                timeout: Duration::from_secs(2),
+            })
+        );
+        let c = Config::from_json(&with(|v| {
+            v["revocation"] = serde_json::json!({
+                "cluster": "c", "authority": "a", "path": "/feed",
+                "refresh_interval": "2s", "timeout": "500ms"
+            })
+        }))
+        .unwrap();
+        assert_eq!(
+            c.revocation,
+            Some(Fetch {
+                cluster: "c".into(),
+                path: "/feed".into(),
+                authority: "a".into(),
+                refresh_interval: Duration::from_secs(2),
+                timeout: Duration::from_millis(500),
+            })
+        );
     }
 
     #[test]
@@ -326,6 +444,33 @@ mod tests {
                 "issuer",
             ),
             (b"not json".to_vec(), "expected"),
+            (
+                with(|v| v["revocation"] = serde_json::json!({"cluster": "s", "interval": "2s"})),
+                "interval",
+            ),
+            (
+                with(|v| v["revocation"] = serde_json::json!({"path": "/revoked"})),
+                "cluster",
+            ),
+            (
+                with(|v| v["revocation"] = serde_json::json!({"cluster": ""})),
+                "revocation.cluster",
+            ),
+            (
+                with(|v| v["revocation"] = serde_json::json!({"cluster": "s", "path": "revoked"})),
+                "revocation.path",
+            ),
+            (
+                with(|v| {
+                    v["revocation"] =
+                        serde_json::json!({"cluster": "s", "refresh_interval": "500ms"})
+                }),
+                "revocation.refresh_interval",
+            ),
+            (
+                with(|v| v["revocation"] = serde_json::json!({"cluster": "s", "timeout": "2"})),
+                "revocation.timeout",
+            ),
         ];
         for (json, name) in cases {
             let e = Config::from_json(&json).unwrap_err().to_string();

@@ -3,12 +3,16 @@
 //! - [`JwtRoot`] (one per VM, i.e. per Envoy thread) validates the plugin configuration in
 //!   `on_configure` (a bad one makes Envoy reject the filter) and, for a remote JWKS, refreshes
 //!   the keys on a timer. The fetched JWKS lives in the VM's shared data so every thread uses one
-//!   copy; a lease in shared data makes one thread fetch at a time.
+//!   copy; a lease in shared data makes one thread fetch at a time. With a revocation feed, each
+//!   root context also fetches the list of revoked `jti`s (the sidecar's `GET /revoked`) every
+//!   `refresh_interval` into its own thread's state: a fetched list replaces the previous one,
+//!   and while the feed is down the last list keeps applying (one warning per outage).
 //! - [`JwtFilter`] (one per request) strips client-sent identity headers, serves RFC 9728
 //!   metadata, lets CORS preflights and unprotected paths through, and asks core for a decision.
 //!   With no keys yet, or a token signed by an unknown `kid`, it fetches the JWKS once
 //!   (rate-limited), pausing the request until the answer is in. Stale keys keep serving while the
-//!   key server is down; without any key the answer is 503 (fail closed).
+//!   key server is down; without any key the answer is 503 (fail closed). An allowed token
+//!   whose `jti` is in the revocation list is refused with core's revoked denial.
 
 pub mod config;
 
@@ -19,10 +23,11 @@ use std::time::{Duration, UNIX_EPOCH};
 use mcpgw_core::auth::{self, Decision, DenyReason, TokenCache, VerifyError};
 use mcpgw_core::identity;
 use mcpgw_core::jwk::KeySet;
+use mcpgw_core::revocation::RevokedTokens;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
 
-use crate::config::{Config, KeySource, Remote};
+use crate::config::{Config, Fetch, KeySource, Remote};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
@@ -30,7 +35,7 @@ proxy_wasm::main! {{
         let _ = proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("mcpgw jwt filter panicked: {info}"));
     }));
     proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        Box::new(JwtRoot { context_id, worker: None, fetch: None })
+        Box::new(JwtRoot { context_id, worker: None, fetch: None, feed_fetch: None })
     });
 }}
 
@@ -38,6 +43,8 @@ proxy_wasm::main! {{
 const SHARED_VERSION: &str = "v1";
 /// How often each thread looks at shared data for keys another thread fetched.
 const SYNC_EVERY_MS: u64 = 1_000;
+/// The root context's tick period (JWKS and revocation feed refreshes).
+const TICK_MS: u64 = 1_000;
 
 /// Per-thread state shared by the root context and the request contexts of one VM.
 #[derive(Debug)]
@@ -50,6 +57,12 @@ struct Worker {
     fetched_at_ms: u64,
     last_sync_ms: u64,
     cache: TokenCache,
+    /// The revoked `jti`s as last fetched (empty until the feed first answers).
+    revoked: RevokedTokens,
+    /// When the revocation feed was last asked (ms since the epoch), 0 when never.
+    feed_asked_ms: u64,
+    /// Whether the last feed fetch failed (so an outage is reported once).
+    feed_down: bool,
 }
 
 /// Shared-data keys for one remote key source.
@@ -67,7 +80,7 @@ impl SharedKeys {
     fn new(remote: &Remote) -> SharedKeys {
         let base = format!(
             "mcpgw.jwt.{SHARED_VERSION}.{}:{}{}",
-            remote.cluster, remote.authority, remote.path
+            remote.fetch.cluster, remote.fetch.authority, remote.fetch.path
         );
         SharedKeys {
             jwks: format!("{base}.jwks"),
@@ -181,19 +194,54 @@ impl Worker {
     }
 }
 
-/// Starts a JWKS fetch on `remote`'s cluster.
-fn dispatch_fetch(ctx: &(impl Context + ?Sized), remote: &Remote) -> Result<u32, Status> {
+impl Worker {
+    /// Takes a revocation feed answer: a list replaces the last one; anything else keeps it.
+    fn feed_answered(&mut self, context_id: u32, status: Option<String>, body: Option<Vec<u8>>) {
+        let list = match status.as_deref() {
+            Some("200") => RevokedTokens::from_json(&body.unwrap_or_default())
+                .map_err(|e| format!("returned an invalid list ({e})")),
+            other => Err(format!("answered status {}", other.unwrap_or("none"))),
+        };
+        match list {
+            Ok(list) => {
+                if self.feed_down {
+                    log::info!("#{context_id} revocation feed answers again");
+                }
+                self.feed_down = false;
+                if list != self.revoked {
+                    log::debug!("#{context_id} revocation list: {} token(s)", list.len());
+                }
+                self.revoked = list;
+            }
+            Err(why) => self.feed_failed(context_id, &why),
+        }
+    }
+
+    /// Notes a failed feed fetch; warns once per outage.
+    fn feed_failed(&mut self, context_id: u32, why: &str) {
+        if !self.feed_down {
+            log::warn!(
+                "#{context_id} revocation feed {why}; keeping the last list ({} token(s)) until it answers",
+                self.revoked.len()
+            );
+        }
+        self.feed_down = true;
+    }
+}
+
+/// Starts a GET of `fetch`'s document (the JWKS, the revocation feed) on its cluster.
+fn dispatch_fetch(ctx: &(impl Context + ?Sized), fetch: &Fetch) -> Result<u32, Status> {
     ctx.dispatch_http_call(
-        &remote.cluster,
+        &fetch.cluster,
         vec![
             (":method", "GET"),
-            (":path", &remote.path),
-            (":authority", &remote.authority),
+            (":path", &fetch.path),
+            (":authority", &fetch.authority),
             ("accept", "application/json"),
         ],
         None,
         vec![],
-        remote.timeout,
+        fetch.timeout,
     )
 }
 
@@ -202,7 +250,10 @@ fn dispatch_fetch(ctx: &(impl Context + ?Sized), remote: &Remote) -> Result<u32,
 pub struct JwtRoot {
     context_id: u32,
     worker: Option<Rc<RefCell<Worker>>>,
+    /// The JWKS fetch in flight.
     fetch: Option<u32>,
+    /// The revocation feed fetch in flight.
+    feed_fetch: Option<u32>,
 }
 
 impl JwtRoot {
@@ -215,20 +266,68 @@ impl JwtRoot {
     }
 }
 
-impl Context for JwtRoot {
-    fn on_http_call_response(&mut self, token_id: u32, _: usize, body_size: usize, _: usize) {
-        if self.fetch != Some(token_id) {
+impl JwtRoot {
+    /// Fetches the JWKS when it is due, one thread at a time.
+    fn refresh_keys(&mut self, worker: &RefCell<Worker>, now: u64) {
+        let Some((remote, shared)) = self.remote() else {
+            return;
+        };
+        let mut w = worker.borrow_mut();
+        w.sync(self, &shared, now);
+        let due = remote.fetch.due(w.fetched_at_ms, now);
+        drop(w);
+        if !due || self.fetch.is_some() {
             return;
         }
-        self.fetch = None;
-        let (Some(worker), Some((_, shared))) = (self.worker.clone(), self.remote()) else {
+        // The lease stamp is the deadline of the fetch; `claim` compares against it with gap 0.
+        let deadline = now.saturating_add(remote.fetch.timeout_ms());
+        if claim(self, &shared.lease, now, 0, deadline) {
+            match dispatch_fetch(self, &remote.fetch) {
+                Ok(token) => self.fetch = Some(token),
+                Err(e) => log::warn!("#{} jwks fetch could not start: {e:?}", self.context_id),
+            }
+        }
+    }
+
+    /// Fetches the revocation list when it is due (every thread for itself).
+    fn refresh_revoked(&mut self, worker: &RefCell<Worker>, now: u64) {
+        let mut w = worker.borrow_mut();
+        let Some(feed) = w.config.revocation.clone() else {
+            return;
+        };
+        // Ticks are not exact: a fetch due within half a tick goes out now, not a whole tick late.
+        let due = feed.due(w.feed_asked_ms, now.saturating_add(TICK_MS / 2));
+        if !due || self.feed_fetch.is_some() {
+            return;
+        }
+        w.feed_asked_ms = now;
+        match dispatch_fetch(self, &feed) {
+            Ok(token) => self.feed_fetch = Some(token),
+            Err(e) => w.feed_failed(self.context_id, &format!("could not be asked ({e:?})")),
+        }
+    }
+}
+
+impl Context for JwtRoot {
+    fn on_http_call_response(&mut self, token_id: u32, _: usize, body_size: usize, _: usize) {
+        let Some(worker) = self.worker.clone() else {
             return;
         };
         let status = self.get_http_call_response_header(":status");
         let body = self.get_http_call_response_body(0, body_size);
-        worker
-            .borrow_mut()
-            .store(self, &shared, status, body, now_ms(self));
+        if self.feed_fetch == Some(token_id) {
+            self.feed_fetch = None;
+            worker
+                .borrow_mut()
+                .feed_answered(self.context_id, status, body);
+        } else if self.fetch == Some(token_id) {
+            self.fetch = None;
+            if let Some((_, shared)) = self.remote() {
+                worker
+                    .borrow_mut()
+                    .store(self, &shared, status, body, now_ms(self));
+            }
+        }
     }
 }
 
@@ -244,11 +343,11 @@ impl RootContext for JwtRoot {
         };
         let keys = match &config.keys {
             KeySource::Inline(keys) => keys.clone(),
-            KeySource::Remote(_) => {
-                self.set_tick_period(Duration::from_secs(1));
-                KeySet::default()
-            }
+            KeySource::Remote(_) => KeySet::default(),
         };
+        if matches!(config.keys, KeySource::Remote(_)) || config.revocation.is_some() {
+            self.set_tick_period(Duration::from_millis(TICK_MS));
+        }
         let cache = TokenCache::new(config.cache_entries);
         self.worker = Some(Rc::new(RefCell::new(Worker {
             config: Rc::new(config),
@@ -257,31 +356,20 @@ impl RootContext for JwtRoot {
             fetched_at_ms: 0,
             last_sync_ms: 0,
             cache,
+            revoked: RevokedTokens::default(),
+            feed_asked_ms: 0,
+            feed_down: false,
         })));
         true
     }
 
     fn on_tick(&mut self) {
-        let (Some(worker), Some((remote, shared))) = (self.worker.clone(), self.remote()) else {
+        let Some(worker) = self.worker.clone() else {
             return;
         };
         let now = now_ms(self);
-        let mut w = worker.borrow_mut();
-        w.sync(self, &shared, now);
-        let refresh_ms = u64::try_from(remote.refresh_interval.as_millis()).unwrap_or(u64::MAX);
-        let due = w.fetched_at_ms == 0 || now >= w.fetched_at_ms.saturating_add(refresh_ms);
-        drop(w);
-        if !due || self.fetch.is_some() {
-            return;
-        }
-        let hold = u64::try_from(remote.timeout.as_millis()).unwrap_or(u64::MAX);
-        // The lease stamp is the deadline of the fetch; `claim` compares against it with gap 0.
-        if claim(self, &shared.lease, now, 0, now.saturating_add(hold)) {
-            match dispatch_fetch(self, &remote) {
-                Ok(token) => self.fetch = Some(token),
-                Err(e) => log::warn!("#{} jwks fetch could not start: {e:?}", self.context_id),
-            }
-        }
+        self.refresh_keys(&worker, now);
+        self.refresh_revoked(&worker, now);
     }
 
     fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
@@ -391,6 +479,7 @@ impl JwtFilter {
         {
             decision = decide_with(&mut w);
         }
+        let decision = w.revoked.check(decision, resource);
         drop(w);
         if let (Decision::Deny(denial), Some((remote, shared)), true) =
             (&decision, &remote, may_fetch)
@@ -401,7 +490,7 @@ impl JwtFilter {
                     &shared.lease,
                     now,
                     0,
-                    now.saturating_add(timeout_ms(remote)),
+                    now.saturating_add(remote.fetch.timeout_ms()),
                 ),
                 DenyReason::InvalidToken(VerifyError::UnknownKeyId(_)) => {
                     let gap = u64::try_from(remote.unknown_kid_refetch_interval.as_millis())
@@ -411,7 +500,7 @@ impl JwtFilter {
                 _ => false,
             };
             if wants_keys {
-                match dispatch_fetch(self, remote) {
+                match dispatch_fetch(self, &remote.fetch) {
                     Ok(token_id) => {
                         log::debug!("#{} fetching jwks before deciding", self.context_id);
                         self.pending = Some(Pending {
@@ -468,10 +557,6 @@ fn wants_keys(reason: &DenyReason) -> bool {
         reason,
         DenyReason::NoKeys | DenyReason::InvalidToken(VerifyError::UnknownKeyId(_))
     )
-}
-
-fn timeout_ms(remote: &Remote) -> u64 {
-    u64::try_from(remote.timeout.as_millis()).unwrap_or(u64::MAX)
 }
 
 impl Context for JwtFilter {

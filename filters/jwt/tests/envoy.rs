@@ -65,14 +65,16 @@ struct Gateway {
 impl Gateway {
     /// Starts Envoy; the key server is started first when `keys_up`.
     fn start(keys: KeyServer, keys_up: bool, refresh_interval: &str) -> Gateway {
-        Gateway::start_edited(keys, keys_up, refresh_interval, &|_| {})
+        Gateway::start_edited(keys, keys_up, refresh_interval, vec![], &|_| {})
     }
 
-    /// Starts Envoy with the plugin configuration changed by `edit`.
+    /// Starts Envoy with `clusters` besides the echo and key server ones, and the plugin
+    /// configuration changed by `edit`.
     fn start_edited(
         mut keys: KeyServer,
         keys_up: bool,
         refresh_interval: &str,
+        clusters: Vec<Value>,
         edit: &dyn Fn(&mut Value),
     ) -> Gateway {
         if keys_up {
@@ -86,7 +88,10 @@ impl Gateway {
         let yaml = bootstrap(
             admin,
             vec![listener("public", port, filters, vec![route_to("echo")])],
-            vec![cluster("echo", echo.port), cluster("jwks", keys.port)],
+            [cluster("echo", echo.port), cluster("jwks", keys.port)]
+                .into_iter()
+                .chain(clusters)
+                .collect(),
         );
         let mut envoy = Envoy::start(&yaml, admin, 2);
         envoy.proc.wait_ready(port, Duration::from_secs(10));
@@ -466,12 +471,114 @@ fn without_keys_requests_fail_closed_until_the_key_server_answers() {
     assert!(log.contains("jwks fetch answered status 503"), "{log}");
 }
 
+/// The revocation feed's answer listing `jtis`.
+fn feed(jtis: &[&str]) -> String {
+    json!({ "revoked": jtis }).to_string()
+}
+
+/// Sends `token` to `/beta/mcp` in rounds of six (both workers fetch the feed for themselves)
+/// until a round started within `within` answers `want` six times; returns one answer. A denial
+/// takes Envoy's delayed close (1 s) to end, so only the start of a round is bounded.
+fn settles(gw: &Gateway, token: &str, want: u16, within: Duration) -> Response {
+    let deadline = Instant::now() + within;
+    loop {
+        let started = Instant::now();
+        assert!(
+            started < deadline,
+            "not {want} within {within:?}\n{}",
+            gw.envoy.proc.log()
+        );
+        let mut answers = (0..6).map(|_| gw.get_with_token("/beta/mcp", token));
+        if let Some(first) = answers.next().filter(|r| r.status == want)
+            && answers.all(|r| r.status == want)
+        {
+            return first;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn revoked_tokens_are_refused_within_the_feed_interval_and_while_the_feed_is_down() {
+    let key = Key::generate(Algorithm::ES256, "k1");
+    let mut revoked = KeyServer::new(feed(&[]));
+    revoked.start();
+    let gw = Gateway::start_edited(
+        KeyServer::new(jwks(&[&key])),
+        true,
+        "300s",
+        vec![cluster("revocation", revoked.port)],
+        &|c| {
+            c["revocation"] =
+                json!({ "cluster": "revocation", "refresh_interval": "1s", "timeout": "1s" });
+        },
+    );
+    let claims_a = claims(&gw.url("beta"), "");
+    let claims_b = claims(&gw.url("beta"), "");
+    let (a, b) = (key.sign(&claims_a), key.sign(&claims_b));
+    // Both pass (and are now in the workers' token caches).
+    settles(&gw, &a, 200, Duration::from_secs(5));
+    settles(&gw, &b, 200, Duration::from_secs(1));
+
+    // `a` is revoked: every worker refuses it within the interval (1 s, ticks of 1 s, the fetch),
+    // from core's revoked denial; `b`, not listed, still passes.
+    revoked.publish(feed(&[&claims_a.jti]));
+    let r = settles(&gw, &a, 401, Duration::from_secs(3));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some(
+            format!(
+                "{}, error=\"invalid_token\", error_description=\"token revoked\"",
+                metadata_challenge(&gw, "beta")
+            )
+            .as_str()
+        )
+    );
+    assert_eq!(
+        r.json(),
+        json!({ "error": "invalid_token", "error_description": "token revoked" })
+    );
+    settles(&gw, &b, 200, Duration::from_secs(1));
+
+    // The feed goes down: the last list keeps applying, and each thread warns once, not per tick.
+    revoked.stop();
+    let warning = "revocation feed answered status 503";
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !gw.envoy.proc.log().contains(warning) {
+        assert!(
+            Instant::now() < deadline,
+            "no warning:\n{}",
+            gw.envoy.proc.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let warned = gw.envoy.proc.log().matches(warning).count();
+    std::thread::sleep(Duration::from_millis(2500));
+    let log = gw.envoy.proc.log();
+    assert_eq!(log.matches(warning).count(), warned, "{log}");
+    settles(&gw, &a, 401, Duration::from_secs(1));
+    settles(&gw, &b, 200, Duration::from_secs(1));
+
+    // Back with another list: it replaces the last one.
+    revoked.publish(feed(&[&claims_b.jti]));
+    revoked.start();
+    settles(&gw, &b, 401, Duration::from_secs(3));
+    settles(&gw, &a, 200, Duration::from_secs(1));
+    assert!(
+        gw.envoy
+            .proc
+            .log()
+            .contains("revocation feed answers again")
+    );
+}
+
 #[test]
 fn inline_keys_verify_and_the_token_is_forwarded_only_when_configured() {
     let key = Key::generate(Algorithm::ES256, "inline");
     let inline: Value = serde_json::from_str(&jwks(&[&key])).unwrap();
     // No key server at all: the keys are in the configuration.
-    let gw = Gateway::start_edited(KeyServer::new(String::new()), false, "300s", &|c| {
+    let gw = Gateway::start_edited(KeyServer::new(String::new()), false, "300s", vec![], &|c| {
         c["jwks"] = json!({ "inline": inline });
         c["forward_authorization"] = true.into();
     });
