@@ -215,10 +215,39 @@ def test_istio_runs_one_wasm_plugin_per_filter_with_sha256():
         assert spec["phase"] in ("AUTHN", "AUTHZ")
     # No per-route switch in Istio: the policy lets the sidecar's OAuth paths through itself.
     assert plugins["mcpgw-policy"]["spec"]["pluginConfig"]["other_paths"] == "pass"
+    # Every cluster the JWT filter fetches from (JWKS, revocation feed) is Istio's name for the sidecar.
+    jwt = plugins["mcpgw-jwt"]["spec"]["pluginConfig"]
+    istio_sidecar = f"outbound|{render.SIDECAR_PORT}||sidecar.{render.NAMESPACE}.svc.cluster.local"
+    assert jwt["jwks"]["remote"]["cluster"] == jwt["revocation"]["cluster"] == istio_sidecar
     (vs,) = by_kind(docs, "VirtualService").values()
     mcp_paths = {m["uri"]["exact"] for r in vs["spec"]["http"] for m in r.get("match", []) if "exact" in m["uri"] and m["uri"]["exact"].endswith("/mcp")}
     cfg = render.load_config(ROOT / "mcpgw.toml")
     assert mcp_paths == {f"/{s.name}/mcp" for s in cfg.enabled_servers()}
+
+
+def test_no_edge_routes_the_revocation_feed_publicly():
+    """GET /revoked is the JWT filter's feed: Envoy fetches it over the sidecar cluster, and no
+    public route reaches it (Envoy answers 404, Istio routes only the listed OAuth paths, Traefik's
+    catch-all rewrites the path)."""
+    def reaches(match: dict, path: str) -> bool:
+        return match.get("path", match.get("exact")) == path or path.startswith(match.get("prefix", "\0"))
+
+    for doc in (yaml.safe_load((ROOT / "envoy/gateway.yaml").read_text()),
+                yaml.safe_load(render.K8S_ENVOY.read_text())):
+        (hcm,) = [f["typed_config"] for l in doc["static_resources"]["listeners"]
+                  for c in l["filter_chains"] for f in c["filters"]]
+        routes = [r for vh in hcm["route_config"]["virtual_hosts"] for r in vh["routes"]]
+        first = next(r for r in routes if reaches(r["match"], "/revoked"))
+        assert "direct_response" in first and first["direct_response"]["status"] == 404, first
+        jwt = json.loads(next(f["typed_config"]["config"]["configuration"]["value"]
+                              for f in hcm["http_filters"] if f["name"] == "mcpgw.jwt"))
+        assert jwt["revocation"]["cluster"] == render.SIDECAR_CLUSTER
+    (vs,) = by_kind(kustomize("istio"), "VirtualService").values()
+    assert not any(reaches(m["uri"], "/revoked") for r in vs["spec"]["http"] for m in r.get("match", []))
+    routers = traefik_dynamic()["routers"]
+    assert routers["catch-all"]["middlewares"] == ["not-found"]
+    assert traefik_dynamic()["middlewares"]["not-found"] == {"replacePath": {"path": "/not-found"}}
+    assert not any("/revoked" in r["rule"] for r in routers.values())
 
 
 # -------------------------------------------------------------------------------------- Traefik
