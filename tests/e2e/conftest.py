@@ -19,6 +19,7 @@ from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy" / "tools"))
 
+import render  # noqa: E402
 import stack as stack_mod  # noqa: E402
 from connect import Tokens  # noqa: E402  (the token storage of README's client)
 from login import Browser  # noqa: E402
@@ -61,12 +62,18 @@ MCP_HEADERS = {
     "MCP-Protocol-Version": "2025-11-25",
 }
 
-# Short-lived access tokens, so that a revoked grant ends within the test (Envoy verifies access
-# tokens locally; see test_revoked_tokens_are_refused).
-ACCESS_TOKEN_SECONDS = 8
+# Access tokens that outlive the test: Envoy refusing a revoked one is then the revocation feed's
+# doing, not the token's expiry (see test_revoked_tokens_are_refused).
+ACCESS_TOKEN_SECONDS = 600
 LOGIN = f'access_token_lifetime = "{ACCESS_TOKEN_SECONDS}s"'
-# The JWT filter's default clock leeway (envoy/gateway.yaml sets none).
-LEEWAY_SECONDS = 30
+
+
+def feed_seconds() -> int:
+    """How often the JWT filter refetches the sidecar's revocation feed (envoy/gateway.yaml)."""
+    jwt = next(f for f in render.wasm_filters(render.load_gateway()) if f["name"] == "mcpgw_jwt")
+    interval = json.loads(jwt["configuration"]["value"])["revocation"]["refresh_interval"]
+    assert interval.endswith("s") and interval[:-1].isdigit(), interval
+    return int(interval[:-1])
 
 
 def user(login: str) -> dict:
