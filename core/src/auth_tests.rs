@@ -7,6 +7,7 @@ use serde_json::{Value, json};
 use super::*;
 use crate::jwk::{Jwk, Jwks, KeyError};
 use crate::resource::{ProtectedResourceMetadata, Resource};
+use crate::revocation::RevokedTokens;
 use crate::signing::SigningKey;
 
 const ISS: &str = "http://127.0.0.1:8080";
@@ -626,4 +627,73 @@ fn claims_type_round_trips_through_a_signed_token() {
     )
     .unwrap();
     assert_eq!(got, claims);
+}
+
+#[test]
+fn revocation_list_denies_listed_tokens_after_every_other_check() {
+    let token = |jti: &str| {
+        es(with(claims(), |m| {
+            m.insert("jti".into(), jti.into());
+        }))
+    };
+    let list = RevokedTokens::from_json(br#"{"revoked": ["revoked-1", "revoked-2"]}"#).unwrap();
+    // (case, authorization, scopes required, expected reason: None = allowed)
+    type Case<'a> = (&'a str, Option<String>, &'a [&'a str], Option<DenyReason>);
+    let cases: Vec<Case> = vec![
+        (
+            "listed",
+            Some(bearer(&token("revoked-2"))),
+            &[],
+            Some(DenyReason::Revoked),
+        ),
+        ("not listed", Some(bearer(&token("live"))), &[], None),
+        (
+            "listed, but lacking a scope: the scope answer stands",
+            Some(bearer(&token("revoked-1"))),
+            &["mcp:admin"],
+            Some(DenyReason::InsufficientScope),
+        ),
+        ("no token", None, &[], Some(DenyReason::MissingToken)),
+    ];
+    let (keys, options) = (key_set(), VerifyOptions::new(ISS));
+    let mut cache = TokenCache::new(16);
+    for (case, authorization, scopes, want) in cases {
+        let resource = resource(scopes);
+        // Twice through the cache: the second decision comes from it and is checked alike.
+        for round in 0..2 {
+            let decision = authenticate(
+                authorization.as_deref(),
+                &resource,
+                &keys,
+                &options,
+                NOW,
+                Some(&mut cache),
+            );
+            match (list.check(decision, &resource), &want) {
+                (Decision::Allow(id), None) => assert_eq!(id.jti, "live", "{case}"),
+                (Decision::Deny(d), Some(reason)) => {
+                    assert_eq!(&d.reason, reason, "{case} {round}")
+                }
+                (d, _) => panic!("{case} (round {round}): {d:?}"),
+            }
+        }
+    }
+    assert_eq!(cache.len(), 3);
+}
+
+#[test]
+fn the_revoked_denial_is_a_401_invalid_token_from_the_one_builder() {
+    let d = deny(DenyReason::Revoked, &resource(&[]));
+    assert_eq!(d.status, 401);
+    assert_eq!(
+        d.www_authenticate.as_deref(),
+        Some(
+            "Bearer resource_metadata=\"http://127.0.0.1:8080/.well-known/oauth-protected-resource/everything/mcp\", error=\"invalid_token\", error_description=\"token revoked\""
+        )
+    );
+    let body: Value = serde_json::from_str(&d.body).unwrap();
+    assert_eq!(
+        body,
+        json!({ "error": "invalid_token", "error_description": "token revoked" })
+    );
 }

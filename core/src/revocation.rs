@@ -60,5 +60,28 @@ impl RevokedTokens {
 }
 
 #[cfg(test)]
-#[path = "revocation_tests.rs"]
-mod tests;
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_feed_and_refuses_anything_else() {
+        let list = RevokedTokens::from_json(br#"{"revoked": ["a", "b", "a"]}"#).unwrap();
+        assert_eq!(list.len(), 2);
+        assert!(list.contains("a") && list.contains("b") && !list.contains("c"));
+        assert!(
+            RevokedTokens::from_json(br#"{"revoked": []}"#)
+                .unwrap()
+                .is_empty()
+        );
+        for bad in [&b"not json"[..], b"{}", br#"{"revoked": "a"}"#, br#"["a"]"#] {
+            assert!(RevokedTokens::from_json(bad).is_err(), "{bad:?}");
+        }
+        let feed = RevokedFeed {
+            revoked: vec!["x".into()],
+        };
+        assert_eq!(
+            serde_json::to_string(&feed).unwrap(),
+            r#"{"revoked":["x"]}"#
+        );
+    }
+}
