@@ -35,7 +35,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub cache_entries: Option<usize>,
     /// The revocation feed (the sidecar's `GET /revoked`): listed tokens are refused before their
-    /// `exp`. Defaults: path `/revoked`, refresh interval 5 s, timeout 2 s. Default: no feed.
+    /// `exp`. Default: no feed.
     #[serde(default)]
     pub revocation: Option<RawFetch>,
 }
@@ -47,51 +47,32 @@ pub enum RawJwks {
     /// A JWKS document given in the configuration.
     Inline(Jwks),
     /// A JWKS fetched from an Envoy cluster.
-    Remote(RawRemote),
+    Remote(RawFetch),
 }
 
-/// A JWKS served by an upstream (the sidecar's `/.well-known/jwks.json`).
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawRemote {
-    /// The Envoy cluster that serves it.
-    pub cluster: String,
-    /// The request path. Default: `/.well-known/jwks.json`.
-    #[serde(default)]
-    pub path: Option<String>,
-    /// The `:authority` sent. Default: the cluster name.
-    #[serde(default)]
-    pub authority: Option<String>,
-    /// How often the keys are refreshed, e.g. `"300s"`. Default: 300 s.
-    #[serde(default)]
-    pub refresh_interval: Option<String>,
-    /// The fetch timeout. Default: 5 s.
-    #[serde(default)]
-    pub timeout: Option<String>,
-    /// The least time between two fetches triggered by an unknown `kid`. Default: 10 s.
-    #[serde(default)]
-    pub unknown_kid_refetch_interval: Option<String>,
-}
-
-/// A document the filter fetches periodically from an Envoy cluster (the revocation feed; the
-/// JWKS's fields are the same plus its own, see [`RawRemote`]).
+/// A document the filter fetches periodically from an Envoy cluster: the JWKS (`jwks.remote`,
+/// the sidecar's `/.well-known/jwks.json`) or the revocation feed (`revocation`, its `/revoked`).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFetch {
     /// The Envoy cluster that serves it.
     pub cluster: String,
-    /// The request path. Default: the document's.
+    /// The request path. Default: `/.well-known/jwks.json` (JWKS), `/revoked` (feed).
     #[serde(default)]
     pub path: Option<String>,
     /// The `:authority` sent. Default: the cluster name.
     #[serde(default)]
     pub authority: Option<String>,
-    /// How often it is refetched, e.g. `"5s"` (at least 1 s). Default: the document's.
+    /// How often it is refetched, e.g. `"300s"` (at least 1 s). Default: 300 s (JWKS), 5 s (feed).
     #[serde(default)]
     pub refresh_interval: Option<String>,
-    /// The fetch timeout. Default: the document's.
+    /// The fetch timeout. Default: 5 s (JWKS), 2 s (feed).
     #[serde(default)]
     pub timeout: Option<String>,
+    /// JWKS only (refused in `revocation`): the least time between two fetches triggered by an
+    /// unknown `kid`. Default: 10 s.
+    #[serde(default)]
+    pub unknown_kid_refetch_interval: Option<String>,
 }
 
 /// The defaults of one fetched document.
@@ -306,20 +287,20 @@ impl TryFrom<RawConfig> for Config {
                     r.unknown_kid_refetch_interval.as_deref(),
                     Duration::from_secs(10),
                 )?,
-                fetch: RawFetch {
-                    cluster: r.cluster,
-                    path: r.path,
-                    authority: r.authority,
-                    refresh_interval: r.refresh_interval,
-                    timeout: r.timeout,
-                }
-                .validate("jwks.remote", &JWKS_DEFAULTS)?,
+                fetch: r.validate("jwks.remote", &JWKS_DEFAULTS)?,
             }),
         };
-        let revocation = raw
-            .revocation
-            .map(|r| r.validate("revocation", &REVOCATION_DEFAULTS))
-            .transpose()?;
+        let revocation = match raw.revocation {
+            Some(r) if r.unknown_kid_refetch_interval.is_some() => {
+                return Err(field(
+                    "revocation.unknown_kid_refetch_interval",
+                    "is a `jwks.remote` field",
+                ));
+            }
+            r => r
+                .map(|r| r.validate("revocation", &REVOCATION_DEFAULTS))
+                .transpose()?,
+        };
         Ok(Config {
             resources,
             verify: VerifyOptions {
@@ -470,6 +451,13 @@ mod tests {
             (
                 with(|v| v["revocation"] = serde_json::json!({"cluster": "s", "timeout": "2"})),
                 "revocation.timeout",
+            ),
+            (
+                with(|v| {
+                    v["revocation"] =
+                        serde_json::json!({"cluster": "s", "unknown_kid_refetch_interval": "1s"})
+                }),
+                "revocation.unknown_kid_refetch_interval",
             ),
         ];
         for (json, name) in cases {
