@@ -192,9 +192,7 @@ impl Worker {
         log::info!("jwks: loaded {} key(s)", keys.len());
         self.install(keys, cas, now);
     }
-}
 
-impl Worker {
     /// Takes a revocation feed answer: a list replaces the last one; anything else keeps it.
     fn feed_answered(&mut self, context_id: u32, status: Option<String>, body: Option<Vec<u8>>) {
         let list = match status.as_deref() {
@@ -264,9 +262,7 @@ impl JwtRoot {
             KeySource::Inline(_) => None,
         }
     }
-}
 
-impl JwtRoot {
     /// Fetches the JWKS when it is due, one thread at a time.
     fn refresh_keys(&mut self, worker: &RefCell<Worker>, now: u64) {
         let Some((remote, shared)) = self.remote() else {
