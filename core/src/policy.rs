@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
@@ -599,6 +599,8 @@ pub struct Policy {
     /// The CEL standard environment, built once; each decision binds its variables in a
     /// context over it.
     cel_env: Arc<Env>,
+    /// Results of conditions already evaluated.
+    memo: ConditionMemo,
 }
 
 impl fmt::Debug for Policy {
@@ -704,6 +706,7 @@ impl TryFrom<RawPolicy> for Policy {
             max_response_bytes: l.max_response_bytes,
             other_paths: raw.other_paths,
             cel_env: Arc::new(Env::stdlib()),
+            memo: ConditionMemo::default(),
         })
     }
 }
@@ -817,7 +820,7 @@ impl Policy {
         let mut vars = None;
         let mut holds = |i: usize| {
             let rule = &self.rules[i];
-            rule.matches_fields(req, unchecked) && self.condition_holds(rule, req, &mut vars)
+            rule.matches_fields(req, unchecked) && self.condition_holds(i, req, &mut vars)
         };
         decide(candidates, &mut holds)
     }
@@ -826,16 +829,25 @@ impl Policy {
     /// [`Policy::evaluate`]); the variables are bound on first use.
     fn condition_holds<'a>(
         &self,
-        rule: &Rule,
+        i: usize,
         req: &Request<'a>,
         vars: &mut Option<Variables<'a>>,
     ) -> bool {
+        let rule = &self.rules[i];
         let Some(c) = &rule.condition else {
             return true;
         };
+        let key = memo_key(i, c.variables, req);
+        if let Some(known) = key.as_ref().and_then(|k| self.memo.get(k)) {
+            return known;
+        }
         let vars = vars.get_or_insert_with(|| Variables::new(&self.cel_env));
         vars.bind(c.variables, req);
-        outcome(rule, c, vars)
+        let result = outcome(rule, c, vars);
+        if let Some(key) = key {
+            self.memo.put(key, result);
+        }
+        result
     }
 
     /// The `*/list` entries `caller` may see on `server`, for filtering one list response:
@@ -878,6 +890,80 @@ impl Policy {
             vars: None,
         }
     }
+}
+
+/// The most condition results [`ConditionMemo`] keeps; it starts over when full.
+const MEMO_ENTRIES: usize = 1024;
+
+/// Condition results by rule and the values of the variables the condition reads. A condition
+/// is a pure function of them (CEL has no clock, no randomness, no I/O), so a question asked
+/// again, typically the same caller calling again, is answered without running CEL. Conditions
+/// that read `arguments` are not kept (the key would be the whole argument tree).
+#[derive(Debug, Default)]
+struct ConditionMemo(Mutex<HashMap<Vec<u8>, bool>>);
+
+impl ConditionMemo {
+    fn get(&self, key: &[u8]) -> Option<bool> {
+        self.0.lock().ok()?.get(key).copied()
+    }
+
+    fn put(&self, key: Vec<u8>, result: bool) {
+        if let Ok(mut memo) = self.0.lock() {
+            if memo.len() >= MEMO_ENTRIES {
+                memo.clear();
+            }
+            memo.insert(key, result);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().map_or(0, |m| m.len())
+    }
+}
+
+/// The [`ConditionMemo`] key of rule `i`'s condition for `req`: the rule, then each variable it
+/// reads, as bound (length-prefixed, so distinct values give distinct keys). `None` for a
+/// condition that reads `arguments`.
+fn memo_key(i: usize, variables: u16, req: &Request<'_>) -> Option<Vec<u8>> {
+    if variables & variable_bit("arguments") != 0 {
+        return None;
+    }
+    let mut key = Vec::with_capacity(64);
+    let push = |key: &mut Vec<u8>, s: &str| {
+        key.extend_from_slice(&s.len().to_le_bytes());
+        key.extend_from_slice(s.as_bytes());
+    };
+    key.extend_from_slice(&i.to_le_bytes());
+    let id = req.caller;
+    for (bit, name) in CONDITION_VARIABLES.iter().enumerate() {
+        if variables & (1 << bit) == 0 {
+            continue;
+        }
+        let single = match *name {
+            "subject" => id.subject.as_deref(),
+            "user" => id.user.as_deref(),
+            "email" => id.email.as_deref(),
+            "client_id" => id.client_id.as_deref(),
+            "server" => Some(req.server),
+            "method" => Some(req.method),
+            "groups" | "scopes" => {
+                let list = if *name == "groups" {
+                    &id.groups
+                } else {
+                    &id.scopes
+                };
+                key.extend_from_slice(&list.len().to_le_bytes());
+                for v in list {
+                    push(&mut key, v);
+                }
+                continue;
+            }
+            _ => req.name,
+        };
+        push(&mut key, single.unwrap_or_default());
+    }
+    Some(key)
 }
 
 /// Runs a rule's condition over bound variables: `true` counts as matching, and so does

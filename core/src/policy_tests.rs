@@ -542,3 +542,49 @@ fn a_list_view_sees_what_may_see_sees() {
         }
     }
 }
+
+#[test]
+fn remembered_conditions_decide_as_fresh_ones_and_the_memory_stays_bounded() {
+    let p = index_policy();
+    let bob = caller(&table(), "bob");
+    let ask = |name: &str| {
+        p.evaluate(&Request {
+            caller: &bob,
+            server: "everything",
+            method: "prompts/get",
+            name: Some(name),
+            arguments: None,
+        })
+    };
+    // `by-name` reads name and groups: first run, then from memory.
+    let first = (ask("admin_reset"), ask("simple"));
+    assert_eq!((ask("admin_reset"), ask("simple")), first);
+    assert_eq!(
+        first.0,
+        walk_every_rule(
+            &p,
+            &Request {
+                caller: &bob,
+                server: "everything",
+                method: "prompts/get",
+                name: Some("admin_reset"),
+                arguments: None,
+            }
+        )
+    );
+    for i in 0..3 * MEMO_ENTRIES {
+        ask(&format!("tool{i}"));
+        assert!(p.memo.len() <= MEMO_ENTRIES);
+    }
+    // Conditions over `arguments` are never kept.
+    let before = p.memo.len();
+    let args = json!({"duration": 61});
+    p.evaluate(&Request {
+        caller: &bob,
+        server: "everything",
+        method: "tools/call",
+        name: Some("long_op"),
+        arguments: Some(&args),
+    });
+    assert!(p.memo.len() <= before + 2, "{before} {}", p.memo.len());
+}
