@@ -8,10 +8,10 @@ BENCH_TARGETS += bench-policy
 
 .PHONY: test-policy bench-policy
 
-test-policy: wasm ## Only the policy tests: engine table, wasmtime host, real Envoy
+test-policy: $(VENV)/.stamp wasm ## Only the policy tests: engine table, wasmtime host, real Envoy
 	@$(CARGO) test --locked -q -p mcpgw-core --lib policy
 	@$(CARGO) test --locked -q -p mcpgw-wasmhost
 
-bench-policy: wasm ## Policy decision cost: instructions via wasmtime, Envoy req/s and p50 with/without the filter
+bench-policy: $(VENV)/.stamp .cache/wrk.stamp wasm ## Policy decision cost: instructions via wasmtime, Envoy req/s and p50 with/without the filter
 	@echo "==> policy filter: module size, decision cost, Envoy overhead (50-rule policy)"
 	@$(CARGO) bench --locked -q -p mcpgw-wasmhost --bench policy

@@ -20,7 +20,9 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mcpgw_core::claims::Scopes;
 use mcpgw_sidecar::store::{CodeGrant, Store, User};
-use mcpgw_testkit::{Proc, Redis, bench_run, free_port, scratch_dir, unique, workspace_root};
+use mcpgw_testkit::{
+    Proc, Redis, bench_run, bench_setting, free_port, scratch_dir, unique, workspace_root,
+};
 use sha2::{Digest, Sha256};
 
 const RESOURCE: &str = "http://127.0.0.1:8080/everything/mcp";
@@ -33,10 +35,7 @@ const RATIO_TARGET: f64 = 30.0;
 
 /// Seconds each measurement runs (`MCPGW_BENCH_SECONDS`, default 5).
 fn seconds() -> u64 {
-    std::env::var("MCPGW_BENCH_SECONDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(5)
+    bench_setting("MCPGW_BENCH_SECONDS", 5)
 }
 
 #[derive(Debug, Clone, Copy)]

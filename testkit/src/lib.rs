@@ -26,6 +26,15 @@ pub fn bench_run() -> bool {
     std::env::args().any(|a| a == "--bench")
 }
 
+/// A benchmark setting from the environment (`MCPGW_BENCH_SECONDS`, ...), or `default` when it
+/// is unset or does not parse.
+pub fn bench_setting<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(default)
+}
+
 /// The repository root (the workspace directory).
 pub fn workspace_root() -> PathBuf {
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));

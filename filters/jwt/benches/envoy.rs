@@ -25,7 +25,7 @@ use std::process::Command;
 
 use common::*;
 use mcpgw_core::jwk::Algorithm;
-use mcpgw_testkit::{Envoy, bench_run, free_port};
+use mcpgw_testkit::{Envoy, bench_run, bench_setting, free_port};
 use serde_json::{Value, json};
 
 const AUDIENCE: &str = "http://127.0.0.1/bench/mcp";
@@ -33,19 +33,12 @@ const PATH: &str = "/bench/mcp";
 
 /// Seconds each measurement runs (`MCPGW_BENCH_SECONDS`, default 3).
 fn seconds() -> u64 {
-    env_number("MCPGW_BENCH_SECONDS", 3)
+    bench_setting("MCPGW_BENCH_SECONDS", 3)
 }
 
 /// Rounds of each row (`MCPGW_BENCH_ROUNDS`, default 3); the median round is reported.
 fn rounds() -> usize {
-    env_number("MCPGW_BENCH_ROUNDS", 3)
-}
-
-fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name)
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(default)
+    bench_setting("MCPGW_BENCH_ROUNDS", 3)
 }
 
 fn fixed_response() -> Value {
