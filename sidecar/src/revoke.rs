@@ -1,7 +1,8 @@
 //! `POST /revoke` (RFC 7009), `POST /introspect` (RFC 7662) and `GET /revoked`, the revocation
-//! feed for the edge. The first two authenticate the client as the token endpoint does. Revocation answers 200 whether or not the token was known (§2.2) and
-//! only revokes tokens issued to the calling client; revoking a refresh token revokes its whole
-//! grant family. Introspection needs a confidential client and answers `{"active": false}` for
+//! feed for the edge. The first two authenticate the client as the token endpoint does.
+//! Revocation answers 200 whether or not the token was known (§2.2) and only revokes tokens
+//! issued to the calling client; revoking a refresh token revokes its whole grant family.
+//! Introspection needs a confidential client and answers `{"active": false}` for
 //! anything expired, revoked, unknown or malformed. The feed lists the `jti`s of revoked access
 //! tokens not yet expired (core's `RevokedFeed`), for the JWT filter to refuse them before their
 //! `exp`; `jti`s are opaque identifiers, not credentials, but the feed is for the edge only: no

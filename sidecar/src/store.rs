@@ -19,7 +19,8 @@
 //! Codes, refresh tokens, client secrets and registration access tokens are stored only as
 //! SHA-256 hashes. A grant family is everything issued from one authorization code; revoking it
 //! deletes every key in its set and lists its live access tokens in `oauth:revoked`, which the
-//! edge fetches so it refuses them before they expire. The store knows nothing of HTTP; handlers decide.
+//! edge fetches so it refuses them before they expire. The store knows nothing of HTTP; handlers
+//! decide.
 
 use std::time::Duration;
 
@@ -426,11 +427,6 @@ impl Store {
         .await
     }
 
-    /// The live access token with this `jti` (`None`: revoked or expired).
-    pub async fn get_token(&self, jti: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.get_json("token", jti).await
-    }
-
     /// Whether the access token `jti` is still live.
     pub async fn token_live(&self, jti: &str) -> Result<bool, StoreError> {
         Ok(self.conn().exists(self.key("token", jti)).await?)
@@ -542,11 +538,23 @@ impl Store {
             .filter_map(|m| m.split_once(':'))
             .map(|(kind, id)| self.key(kind, id))
             .collect();
+        // The family's access tokens, read in one round trip. Absent: expired, or revoked
+        // already (then listed already).
+        let jtis: Vec<&str> = members
+            .iter()
+            .filter_map(|m| m.strip_prefix("token:"))
+            .collect();
         let mut tokens = Vec::new();
-        for jti in members.iter().filter_map(|m| m.strip_prefix("token:")) {
-            // Absent: expired or revoked already (then listed already).
-            if let Some(record) = self.get_token(jti).await? {
-                tokens.push((jti.to_owned(), record.exp));
+        if !jtis.is_empty() {
+            let token_keys: Vec<String> = jtis.iter().map(|jti| self.key("token", jti)).collect();
+            let raws: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(&token_keys)
+                .query_async(&mut self.conn())
+                .await?;
+            for ((jti, key), raw) in jtis.into_iter().zip(token_keys).zip(raws) {
+                if let Some(record) = Self::parse::<TokenRecord>(key, raw)? {
+                    tokens.push((jti.to_owned(), record.exp));
+                }
             }
         }
         keys.push(fkey);

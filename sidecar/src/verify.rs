@@ -3,8 +3,8 @@
 //! with core's matching, and the decision is core's [`authenticate`], so the answer (status,
 //! `WWW-Authenticate`, body) is exactly the JWT filter's. On top, the sidecar checks revocation
 //! (the token's `oauth:token:{jti}` must still exist) and refuses a revoked token with core's
-//! revoked denial, the JWT filter's answer to a token in its revocation feed. Allowed: 200 with the identity headers,
-//! which Traefik copies upstream (`authResponseHeaders`). A path that names no configured
+//! revoked denial, the JWT filter's answer to a token in its revocation feed. Allowed: 200 with
+//! the identity headers, which Traefik copies upstream (`authResponseHeaders`). A path that names no configured
 //! resource is refused with 404 (fail closed). A CORS preflight (`X-Forwarded-Method: OPTIONS`
 //! with `Access-Control-Request-Method`) passes without a token and without identity headers.
 
