@@ -26,9 +26,10 @@ pub const RESOURCE: &str = "x-mcpgw-resource";
 pub const ALL_HEADERS: [&str; 7] = [SUBJECT, USER, EMAIL, GROUPS, CLIENT_ID, SCOPES, RESOURCE];
 
 /// Whether a request header name (any case) is one of ours and must be dropped if a client sent it.
-pub fn is_identity_header(name: &str) -> bool {
+pub fn is_identity_header(name: impl AsRef<[u8]>) -> bool {
+    let name = name.as_ref();
     name.len() >= HEADER_PREFIX.len()
-        && name.as_bytes()[..HEADER_PREFIX.len()].eq_ignore_ascii_case(HEADER_PREFIX.as_bytes())
+        && name[..HEADER_PREFIX.len()].eq_ignore_ascii_case(HEADER_PREFIX.as_bytes())
 }
 
 /// Who is calling, as established by a verified access token.

@@ -1,43 +1,35 @@
-//! The JWT filter: a thin proxy-wasm shell over `mcpgw_core`.
+//! The JWT filter: a thin proxy-wasm shell over `mcpgw_core`, on mcpgw's own ABI binding
+//! (`mcpgw_proxy_abi`), exporting only the callbacks it needs, so Envoy enters the VM twice per
+//! request (stream creation, request headers) and the filter reads the headers with one call
+//! and writes them with one.
 //!
-//! - [`JwtRoot`] (one per VM, i.e. per Envoy thread) validates the plugin configuration in
-//!   `on_configure` (a bad one makes Envoy reject the filter) and, for a remote JWKS, refreshes
-//!   the keys on a timer. The fetched JWKS lives in the VM's shared data so every thread uses one
-//!   copy; a lease in shared data makes one thread fetch at a time. With a revocation feed, each
-//!   root context also fetches the list of revoked `jti`s (the sidecar's `GET /revoked`) every
-//!   `refresh_interval` into its own thread's state: a fetched list replaces the previous one,
-//!   and while the feed is down the last list keeps applying (one warning per outage).
-//! - [`JwtFilter`] (one per request) strips client-sent identity headers, serves RFC 9728
-//!   metadata, lets CORS preflights and unprotected paths through, and asks core for a decision.
-//!   With no keys yet, or a token signed by an unknown `kid`, it fetches the JWKS once
-//!   (rate-limited), pausing the request until the answer is in. Stale keys keep serving while the
-//!   key server is down; without any key the answer is 503 (fail closed). An allowed token
-//!   whose `jti` is in the revocation list is refused with core's revoked denial.
+//! - [`JwtRoot`] (one per plugin configuration per VM, i.e. per Envoy thread) validates the
+//!   configuration in `proxy_on_configure` (a bad one makes Envoy reject the filter) and, for a
+//!   remote JWKS, refreshes the keys on a timer. The fetched JWKS lives in the VM's shared data so
+//!   every thread uses one copy; a lease in shared data makes one thread fetch at a time. With a
+//!   revocation feed, each root also fetches the list of revoked `jti`s (the sidecar's
+//!   `GET /revoked`) every `refresh_interval` into its own thread's state: a fetched list replaces
+//!   the previous one, and while the feed is down the last list keeps applying (one warning per
+//!   outage).
+//! - Each request: client-sent identity headers are stripped, RFC 9728 metadata is served, CORS
+//!   preflights and unprotected paths go through, and core decides. With no keys yet, or a token
+//!   signed by an unknown `kid`, the root fetches the JWKS once (rate-limited) and the request
+//!   waits for the answer (requests arriving meanwhile wait for the same fetch). Stale keys keep
+//!   serving while the key server is down; without any key the answer is 503 (fail closed). An
+//!   allowed token whose `jti` is in the revocation list is refused with core's revoked denial.
 
 pub mod config;
 
 use std::cell::RefCell;
-use std::rc::Rc;
-use std::time::{Duration, UNIX_EPOCH};
+use std::collections::HashMap;
 
 use mcpgw_core::auth::{self, Decision, DenyReason, TokenCache, VerifyError};
-use mcpgw_core::identity;
+use mcpgw_core::identity::{self, Identity};
 use mcpgw_core::jwk::KeySet;
 use mcpgw_core::revocation::RevokedTokens;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, Status};
+use mcpgw_proxy_abi::{self as abi, Action, Buffer, Headers, Map};
 
 use crate::config::{Config, Fetch, KeySource, Remote};
-
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    std::panic::set_hook(Box::new(|info| {
-        let _ = proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("mcpgw jwt filter panicked: {info}"));
-    }));
-    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        Box::new(JwtRoot { context_id, worker: None, fetch: None, feed_fetch: None })
-    });
-}}
 
 /// Shared-data value format version; bump when the layout below changes.
 const SHARED_VERSION: &str = "v1";
@@ -45,12 +37,15 @@ const SHARED_VERSION: &str = "v1";
 const SYNC_EVERY_MS: u64 = 1_000;
 /// The root context's tick period (JWKS and revocation feed refreshes).
 const TICK_MS: u64 = 1_000;
+/// Streams whose headers have not arrived yet, remembered with their root; older ones (whose
+/// headers never came, e.g. an earlier filter answered) are forgotten beyond this many.
+const MAX_NEW_STREAMS: usize = 1024;
 
-/// Per-thread state shared by the root context and the request contexts of one VM.
+/// Per-thread state of one plugin configuration.
 #[derive(Debug)]
 struct Worker {
-    config: Rc<Config>,
-    keys: Rc<KeySet>,
+    config: Config,
+    keys: KeySet,
     /// The CAS of the shared-data JWKS the keys came from.
     keys_cas: Option<u32>,
     /// When the fetched keys were fetched (ms since the epoch), 0 when never.
@@ -90,14 +85,8 @@ impl SharedKeys {
     }
 }
 
-fn now_ms(ctx: &(impl Context + ?Sized)) -> u64 {
-    ctx.get_current_time()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-fn read_stamp(ctx: &(impl Context + ?Sized), key: &str) -> (u64, Option<u32>) {
-    let (value, cas) = ctx.get_shared_data(key);
+fn read_stamp(key: &str) -> (u64, Option<u32>) {
+    let (value, cas) = abi::shared_data(key);
     let stamp = value
         .and_then(|v| String::from_utf8(v).ok())
         .and_then(|s| s.parse().ok())
@@ -107,20 +96,44 @@ fn read_stamp(ctx: &(impl Context + ?Sized), key: &str) -> (u64, Option<u32>) {
 
 /// Claims a time-based slot in shared data: succeeds when the stored stamp is older than
 /// `now - min_gap_ms` (or absent) and the CAS write wins.
-fn claim(ctx: &(impl Context + ?Sized), key: &str, now: u64, min_gap_ms: u64, stamp: u64) -> bool {
-    let (last, cas) = read_stamp(ctx, key);
+fn claim(key: &str, now: u64, min_gap_ms: u64, stamp: u64) -> bool {
+    let (last, cas) = read_stamp(key);
     if last != 0 && now < last.saturating_add(min_gap_ms) {
         return false;
     }
-    ctx.set_shared_data(key, Some(stamp.to_string().as_bytes()), cas)
-        .is_ok()
+    abi::set_shared_data(key, stamp.to_string().as_bytes(), cas).is_ok()
 }
 
 impl Worker {
+    fn new(config: Config) -> Worker {
+        let keys = match &config.keys {
+            KeySource::Inline(keys) => keys.clone(),
+            KeySource::Remote(_) => KeySet::default(),
+        };
+        Worker {
+            cache: TokenCache::new(config.cache_entries),
+            config,
+            keys,
+            keys_cas: None,
+            fetched_at_ms: 0,
+            last_sync_ms: 0,
+            revoked: RevokedTokens::default(),
+            feed_asked_ms: 0,
+            feed_down: false,
+        }
+    }
+
+    fn remote(&self) -> Option<(&Remote, SharedKeys)> {
+        match &self.config.keys {
+            KeySource::Remote(r) => Some((r, SharedKeys::new(r))),
+            KeySource::Inline(_) => None,
+        }
+    }
+
     /// Picks up keys another thread stored in shared data, when they changed; true if it did.
-    fn sync(&mut self, ctx: &(impl Context + ?Sized), shared: &SharedKeys, now: u64) -> bool {
+    fn sync(&mut self, shared: &SharedKeys, now: u64) -> bool {
         self.last_sync_ms = now;
-        let (value, cas) = ctx.get_shared_data(&shared.jwks);
+        let (value, cas) = abi::shared_data(&shared.jwks);
         if cas.is_none() || cas == self.keys_cas {
             return false;
         }
@@ -142,7 +155,7 @@ impl Worker {
     }
 
     fn install(&mut self, keys: KeySet, cas: Option<u32>, fetched_at_ms: u64) {
-        self.keys = Rc::new(keys);
+        self.keys = keys;
         self.keys_cas = cas;
         self.fetched_at_ms = fetched_at_ms;
         // A key may have been withdrawn or replaced under the same `kid`.
@@ -151,15 +164,8 @@ impl Worker {
 
     /// Stores a fetched JWKS for every thread, if it has a usable key; keeps the old keys
     /// otherwise.
-    fn store(
-        &mut self,
-        ctx: &(impl Context + ?Sized),
-        shared: &SharedKeys,
-        status: Option<String>,
-        body: Option<Vec<u8>>,
-        now: u64,
-    ) {
-        let _ = ctx.set_shared_data(&shared.lease, Some(b"0"), None);
+    fn store(&mut self, shared: &SharedKeys, status: Option<String>, body: &[u8], now: u64) {
+        let _ = abi::set_shared_data(&shared.lease, b"0", None);
         if status.as_deref() != Some("200") {
             log::warn!(
                 "jwks fetch answered status {}; keeping {} known key(s)",
@@ -168,8 +174,7 @@ impl Worker {
             );
             return;
         }
-        let body = body.unwrap_or_default();
-        let keys = match KeySet::from_json(&body) {
+        let keys = match KeySet::from_json(body) {
             Ok((keys, errors)) => {
                 for e in errors {
                     log::warn!("jwks: skipping a key: {e}");
@@ -186,109 +191,213 @@ impl Worker {
             return;
         }
         let mut value = format!("{now}\n").into_bytes();
-        value.extend_from_slice(&body);
-        let _ = ctx.set_shared_data(&shared.jwks, Some(&value), None);
-        let (_, cas) = ctx.get_shared_data(&shared.jwks);
+        value.extend_from_slice(body);
+        let _ = abi::set_shared_data(&shared.jwks, &value, None);
+        let (_, cas) = abi::shared_data(&shared.jwks);
         log::info!("jwks: loaded {} key(s)", keys.len());
         self.install(keys, cas, now);
     }
 
     /// Takes a revocation feed answer: a list replaces the last one; anything else keeps it.
-    fn feed_answered(&mut self, context_id: u32, status: Option<String>, body: Option<Vec<u8>>) {
+    fn feed_answered(&mut self, root: u32, status: Option<String>, body: &[u8]) {
         let list = match status.as_deref() {
-            Some("200") => RevokedTokens::from_json(&body.unwrap_or_default())
+            Some("200") => RevokedTokens::from_json(body)
                 .map_err(|e| format!("returned an invalid list ({e})")),
             other => Err(format!("answered status {}", other.unwrap_or("none"))),
         };
         match list {
             Ok(list) => {
                 if self.feed_down {
-                    log::info!("#{context_id} revocation feed answers again");
+                    log::info!("#{root} revocation feed answers again");
                 }
                 self.feed_down = false;
                 if list != self.revoked {
-                    log::debug!("#{context_id} revocation list: {} token(s)", list.len());
+                    log::debug!("#{root} revocation list: {} token(s)", list.len());
                 }
                 self.revoked = list;
             }
-            Err(why) => self.feed_failed(context_id, &why),
+            Err(why) => self.feed_failed(root, &why),
         }
     }
 
     /// Notes a failed feed fetch; warns once per outage.
-    fn feed_failed(&mut self, context_id: u32, why: &str) {
+    fn feed_failed(&mut self, root: u32, why: &str) {
         if !self.feed_down {
             log::warn!(
-                "#{context_id} revocation feed {why}; keeping the last list ({} token(s)) until it answers",
+                "#{root} revocation feed {why}; keeping the last list ({} token(s)) until it answers",
                 self.revoked.len()
             );
         }
         self.feed_down = true;
     }
+
+    /// Core's decision for a token at the resource (`None` when there is no such resource),
+    /// with the keys this thread has (or that another thread fetched since), and the revocation
+    /// list applied.
+    fn decide(
+        &mut self,
+        resource: usize,
+        authorization: Option<&str>,
+        now: u64,
+    ) -> Option<Decision> {
+        let shared = self.remote().map(|(_, shared)| shared);
+        if let Some(shared) = &shared
+            && now >= self.last_sync_ms.saturating_add(SYNC_EVERY_MS)
+        {
+            self.sync(shared, now);
+        }
+        let decision = self.authenticate(resource, authorization, now)?;
+        // Another thread may have fetched the missing key already: look before fetching.
+        if let Decision::Deny(denial) = &decision
+            && wants_keys(&denial.reason)
+            && let Some(shared) = &shared
+            && self.sync(shared, now)
+        {
+            return self.authenticate(resource, authorization, now);
+        }
+        Some(decision)
+    }
+
+    fn authenticate(
+        &mut self,
+        resource: usize,
+        authorization: Option<&str>,
+        now: u64,
+    ) -> Option<Decision> {
+        let found = self.config.resources.iter().nth(resource)?;
+        let decision = auth::authenticate(
+            authorization,
+            found,
+            &self.keys,
+            &self.config.verify,
+            now / 1000,
+            Some(&mut self.cache),
+        );
+        Some(self.revoked.check(decision, found))
+    }
 }
 
 /// Starts a GET of `fetch`'s document (the JWKS, the revocation feed) on its cluster.
-fn dispatch_fetch(ctx: &(impl Context + ?Sized), fetch: &Fetch) -> Result<u32, Status> {
-    ctx.dispatch_http_call(
+fn dispatch_fetch(fetch: &Fetch) -> Result<u32, abi::Status> {
+    abi::http_call(
         &fetch.cluster,
-        vec![
+        &[
             (":method", "GET"),
             (":path", &fetch.path),
             (":authority", &fetch.authority),
             ("accept", "application/json"),
         ],
-        None,
-        vec![],
-        fetch.timeout,
+        u32::try_from(fetch.timeout_ms()).unwrap_or(u32::MAX),
     )
 }
 
-/// The per-VM root context.
+/// A request waiting for the root's JWKS fetch.
+#[derive(Debug)]
+struct Waiting {
+    stream: u32,
+    resource: usize,
+    authorization: Option<String>,
+}
+
+/// What a decision leads to.
+#[derive(Debug)]
+enum Next {
+    Decided(Decision),
+    /// The request waits for the JWKS fetch in flight.
+    Wait,
+}
+
+/// The per-configuration, per-VM root context.
 #[derive(Debug)]
 pub struct JwtRoot {
     context_id: u32,
-    worker: Option<Rc<RefCell<Worker>>>,
+    worker: Option<Worker>,
     /// The JWKS fetch in flight.
     fetch: Option<u32>,
     /// The revocation feed fetch in flight.
     feed_fetch: Option<u32>,
+    /// Requests paused until the JWKS fetch answers.
+    waiting: Vec<Waiting>,
 }
 
 impl JwtRoot {
-    fn remote(&self) -> Option<(Remote, SharedKeys)> {
-        let worker = self.worker.as_ref()?.borrow();
-        match &worker.config.keys {
-            KeySource::Remote(r) => Some((r.clone(), SharedKeys::new(r))),
-            KeySource::Inline(_) => None,
+    fn configure(&mut self, bytes: &[u8]) -> bool {
+        let config = match Config::from_json(bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("#{} mcpgw jwt filter: {e}", self.context_id);
+                return false;
+            }
+        };
+        if matches!(config.keys, KeySource::Remote(_)) || config.revocation.is_some() {
+            abi::set_tick_period(u32::try_from(TICK_MS).unwrap_or(u32::MAX));
         }
+        self.worker = Some(Worker::new(config));
+        true
     }
 
-    /// Fetches the JWKS when it is due, one thread at a time.
-    fn refresh_keys(&mut self, worker: &RefCell<Worker>, now: u64) {
-        let Some((remote, shared)) = self.remote() else {
-            return;
+    fn tick(&mut self) {
+        let now = abi::now_ms();
+        self.refresh_keys(now);
+        self.refresh_revoked(now);
+    }
+
+    /// Starts a JWKS fetch from this root context (so its answer comes here even if the request
+    /// that caused it is gone), then acts for `stream` again.
+    fn start_fetch(&mut self, stream: Option<u32>) -> bool {
+        let Some(fetch) = self
+            .worker
+            .as_ref()
+            .and_then(|w| Some(w.remote()?.0.fetch.clone()))
+        else {
+            return false;
         };
-        let mut w = worker.borrow_mut();
-        w.sync(self, &shared, now);
-        let due = remote.fetch.due(w.fetched_at_ms, now);
-        drop(w);
-        if !due || self.fetch.is_some() {
-            return;
+        if stream.is_some() && abi::set_effective_context(self.context_id).is_err() {
+            return false;
         }
-        // The lease stamp is the deadline of the fetch; `claim` compares against it with gap 0.
-        let deadline = now.saturating_add(remote.fetch.timeout_ms());
-        if claim(self, &shared.lease, now, 0, deadline) {
-            match dispatch_fetch(self, &remote.fetch) {
-                Ok(token) => self.fetch = Some(token),
-                Err(e) => log::warn!("#{} jwks fetch could not start: {e:?}", self.context_id),
+        let started = dispatch_fetch(&fetch);
+        if let Some(stream) = stream {
+            let _ = abi::set_effective_context(stream);
+        }
+        match started {
+            Ok(token) => {
+                self.fetch = Some(token);
+                true
+            }
+            Err(e) => {
+                log::warn!("#{} jwks fetch could not start: {e:?}", self.context_id);
+                false
             }
         }
     }
 
+    /// Fetches the JWKS when it is due, one thread at a time.
+    fn refresh_keys(&mut self, now: u64) {
+        let Some(w) = self.worker.as_mut() else {
+            return;
+        };
+        let Some((due, deadline, shared)) = w.remote().map(|(remote, shared)| {
+            let due = remote.fetch.due(w.fetched_at_ms, now);
+            (due, now.saturating_add(remote.fetch.timeout_ms()), shared)
+        }) else {
+            return;
+        };
+        w.sync(&shared, now);
+        if !due || self.fetch.is_some() {
+            return;
+        }
+        // The lease stamp is the deadline of the fetch; `claim` compares against it with gap 0.
+        if claim(&shared.lease, now, 0, deadline) {
+            self.start_fetch(None);
+        }
+    }
+
     /// Fetches the revocation list when it is due (every thread for itself).
-    fn refresh_revoked(&mut self, worker: &RefCell<Worker>, now: u64) {
-        let mut w = worker.borrow_mut();
-        let Some(feed) = w.config.revocation.clone() else {
+    fn refresh_revoked(&mut self, now: u64) {
+        let Some(w) = self.worker.as_mut() else {
+            return;
+        };
+        let Some(feed) = &w.config.revocation else {
             return;
         };
         // Ticks are not exact: a fetch due within half a tick goes out now, not a whole tick late.
@@ -297,254 +406,209 @@ impl JwtRoot {
             return;
         }
         w.feed_asked_ms = now;
-        match dispatch_fetch(self, &feed) {
+        match dispatch_fetch(feed) {
             Ok(token) => self.feed_fetch = Some(token),
             Err(e) => w.feed_failed(self.context_id, &format!("could not be asked ({e:?})")),
         }
     }
-}
 
-impl Context for JwtRoot {
-    fn on_http_call_response(&mut self, token_id: u32, _: usize, body_size: usize, _: usize) {
-        let Some(worker) = self.worker.clone() else {
+    fn http_call_response(&mut self, token: u32) {
+        let status = abi::header(Map::HttpCallResponseHeaders, ":status");
+        let body = abi::buffer(Buffer::HttpCallResponseBody);
+        let root = self.context_id;
+        let Some(w) = self.worker.as_mut() else {
             return;
         };
-        let status = self.get_http_call_response_header(":status");
-        let body = self.get_http_call_response_body(0, body_size);
-        if self.feed_fetch == Some(token_id) {
+        if self.feed_fetch == Some(token) {
             self.feed_fetch = None;
-            worker
-                .borrow_mut()
-                .feed_answered(self.context_id, status, body);
-        } else if self.fetch == Some(token_id) {
+            w.feed_answered(root, status, &body);
+        } else if self.fetch == Some(token) {
             self.fetch = None;
-            if let Some((_, shared)) = self.remote() {
-                worker
-                    .borrow_mut()
-                    .store(self, &shared, status, body, now_ms(self));
+            if let Some((_, shared)) = w.remote() {
+                w.store(&shared, status, &body, abi::now_ms());
+            }
+            for waiting in std::mem::take(&mut self.waiting) {
+                // A request that went away meanwhile has no context any more.
+                if abi::set_effective_context(waiting.stream).is_err() {
+                    continue;
+                }
+                let next = self.decide(waiting.resource, waiting.authorization.as_deref(), None);
+                if self.conclude(&abi::headers(Map::RequestHeaders), next) == Action::Continue {
+                    abi::resume_request();
+                }
             }
         }
     }
-}
 
-impl RootContext for JwtRoot {
-    fn on_configure(&mut self, _: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        let config = match Config::from_json(&bytes) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("#{} mcpgw jwt filter: {e}", self.context_id);
-                return false;
-            }
-        };
-        let keys = match &config.keys {
-            KeySource::Inline(keys) => keys.clone(),
-            KeySource::Remote(_) => KeySet::default(),
-        };
-        if matches!(config.keys, KeySource::Remote(_)) || config.revocation.is_some() {
-            self.set_tick_period(Duration::from_millis(TICK_MS));
-        }
-        let cache = TokenCache::new(config.cache_entries);
-        self.worker = Some(Rc::new(RefCell::new(Worker {
-            config: Rc::new(config),
-            keys: Rc::new(keys),
-            keys_cas: None,
-            fetched_at_ms: 0,
-            last_sync_ms: 0,
-            cache,
-            revoked: RevokedTokens::default(),
-            feed_asked_ms: 0,
-            feed_down: false,
-        })));
-        true
-    }
-
-    fn on_tick(&mut self) {
-        let Some(worker) = self.worker.clone() else {
-            return;
-        };
-        let now = now_ms(self);
-        self.refresh_keys(&worker, now);
-        self.refresh_revoked(&worker, now);
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let worker = self.worker.clone()?;
-        Some(Box::new(JwtFilter {
-            context_id,
-            worker,
-            pending: None,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
-}
-
-/// A request paused while the JWKS is fetched.
-#[derive(Debug)]
-struct Pending {
-    token_id: u32,
-    resource_index: usize,
-    authorization: Option<String>,
-}
-
-/// The per-request context.
-#[derive(Debug)]
-pub struct JwtFilter {
-    context_id: u32,
-    worker: Rc<RefCell<Worker>>,
-    pending: Option<Pending>,
-}
-
-impl JwtFilter {
-    fn send_json(&self, status: u32, extra: Vec<(&str, &str)>, body: &str, head: bool) {
-        let mut headers = vec![
-            ("content-type", "application/json"),
-            ("cache-control", "no-store"),
-        ];
-        headers.extend(extra);
-        let body = (!head).then_some(body.as_bytes());
-        self.send_http_response(status, headers, body);
-    }
-
-    /// Serves RFC 9728 metadata when `path` is a well-known metadata URI of a resource.
-    fn serve_metadata(
-        &self,
-        config: &Config,
-        host: Option<&str>,
-        path: &str,
-        method: &str,
-    ) -> bool {
-        if method != "GET" && method != "HEAD" {
-            return false;
-        }
-        let Some(resource) = config.resources.find_metadata(host, path) else {
-            return false;
-        };
-        let body = serde_json::to_string(&resource.metadata_document()).unwrap_or_default();
-        self.send_json(
-            200,
-            vec![("access-control-allow-origin", "*")],
-            &body,
-            method == "HEAD",
-        );
-        true
-    }
-
-    /// Asks core for a decision and acts on it; `may_fetch` allows one JWKS fetch first.
+    /// Decides; with `stream`, a denial that fresh keys could lift makes the request wait for
+    /// a JWKS fetch (one in flight, or one this starts when its rate limit allows). `None` when
+    /// the request cannot be decided (no configuration or resource: refuse it).
     fn decide(
         &mut self,
-        resource_index: usize,
-        authorization: Option<String>,
-        may_fetch: bool,
-    ) -> Action {
-        let worker = self.worker.clone();
-        let now = now_ms(self);
-        let mut w = worker.borrow_mut();
-        let config = w.config.clone();
-        let remote = match &config.keys {
-            KeySource::Remote(r) => Some((r, SharedKeys::new(r))),
-            KeySource::Inline(_) => None,
+        resource: usize,
+        authorization: Option<&str>,
+        stream: Option<u32>,
+    ) -> Option<Next> {
+        let now = abi::now_ms();
+        let w = self.worker.as_mut()?;
+        let decision = w.decide(resource, authorization, now)?;
+        let reason = match &decision {
+            Decision::Deny(denial) if wants_keys(&denial.reason) => &denial.reason,
+            _ => return Some(Next::Decided(decision)),
         };
-        if let Some((_, shared)) = &remote
-            && now >= w.last_sync_ms.saturating_add(SYNC_EVERY_MS)
-        {
-            w.sync(self, shared, now);
-        }
-        let Some(resource) = config.resources.iter().nth(resource_index) else {
-            return Action::Continue;
+        let (Some(stream), Some((remote, shared))) = (stream, w.remote()) else {
+            return Some(Next::Decided(decision));
         };
-        let decide_with = |w: &mut Worker| {
-            let keys = w.keys.clone();
-            auth::authenticate(
-                authorization.as_deref(),
-                resource,
-                &keys,
-                &config.verify,
-                now / 1000,
-                Some(&mut w.cache),
-            )
-        };
-        let mut decision = decide_with(&mut w);
-        // Another thread may have fetched the missing key already: look before fetching.
-        if let (Decision::Deny(denial), Some((_, shared))) = (&decision, &remote)
-            && wants_keys(&denial.reason)
-            && w.sync(self, shared, now)
-        {
-            decision = decide_with(&mut w);
-        }
-        let decision = w.revoked.check(decision, resource);
-        drop(w);
-        if let (Decision::Deny(denial), Some((remote, shared)), true) =
-            (&decision, &remote, may_fetch)
-        {
-            let wants_keys = match &denial.reason {
+        let wait = self.fetch.is_some()
+            || (match reason {
                 DenyReason::NoKeys => claim(
-                    self,
                     &shared.lease,
                     now,
                     0,
                     now.saturating_add(remote.fetch.timeout_ms()),
                 ),
-                DenyReason::InvalidToken(VerifyError::UnknownKeyId(_)) => {
+                _ => {
                     let gap = u64::try_from(remote.unknown_kid_refetch_interval.as_millis())
                         .unwrap_or(u64::MAX);
-                    claim(self, &shared.kid_refetch, now, gap, now)
+                    claim(&shared.kid_refetch, now, gap, now)
                 }
-                _ => false,
-            };
-            if wants_keys {
-                match dispatch_fetch(self, &remote.fetch) {
-                    Ok(token_id) => {
-                        log::debug!("#{} fetching jwks before deciding", self.context_id);
-                        self.pending = Some(Pending {
-                            token_id,
-                            resource_index,
-                            authorization,
-                        });
-                        return Action::Pause;
-                    }
-                    Err(e) => log::warn!("#{} jwks fetch could not start: {e:?}", self.context_id),
-                }
-            }
+            } && self.start_fetch(Some(stream)));
+        if !wait {
+            return Some(Next::Decided(decision));
         }
-        if self.act(decision, config.forward_authorization) {
-            Action::Continue
-        } else {
-            Action::Pause
-        }
+        log::debug!("#{stream} waiting for the jwks before deciding");
+        self.waiting.push(Waiting {
+            stream,
+            resource,
+            authorization: authorization.map(str::to_owned),
+        });
+        Some(Next::Wait)
     }
 
-    fn act(&self, decision: Decision, forward_authorization: bool) -> bool {
+    /// Acts on a decision for the current stream, whose request headers are `headers`; `true`
+    /// lets the request go on.
+    fn act(&self, headers: &Headers, decision: Decision) -> bool {
+        let forward_authorization = self
+            .worker
+            .as_ref()
+            .is_some_and(|w| w.config.forward_authorization);
         match decision {
             Decision::Allow(id) => {
-                if !forward_authorization {
-                    self.set_http_request_header("authorization", None);
-                }
-                for (name, value) in id.headers() {
-                    self.set_http_request_header(name, Some(&value));
-                }
-                log::debug!(
-                    "#{} allow sub={} jti={}",
-                    self.context_id,
-                    id.subject,
-                    id.jti
-                );
+                log::debug!("allow sub={} jti={}", id.subject, id.jti);
+                forward(headers, Some(&id), forward_authorization);
                 true
             }
             Decision::Deny(denial) => {
-                log::debug!("#{} deny {:?}", self.context_id, denial.reason);
+                log::debug!("deny {:?}", denial.reason);
                 let mut extra = Vec::new();
                 if let Some(challenge) = &denial.www_authenticate {
                     extra.push(("www-authenticate", challenge.as_str()));
                 }
-                self.send_json(u32::from(denial.status), extra, &denial.body, false);
+                send_json(
+                    u32::from(denial.status),
+                    &extra,
+                    denial.body.as_bytes(),
+                    false,
+                );
                 false
             }
         }
     }
+
+    /// The request headers callback.
+    fn request_headers(&mut self, stream: u32) -> Action {
+        let headers = abi::headers(Map::RequestHeaders);
+        let Some(w) = self.worker.as_ref() else {
+            return refuse_undecidable();
+        };
+        let config = &w.config;
+        let path = headers.get(":path").unwrap_or_default();
+        let host = headers.get(":authority");
+        let method = headers.get(":method").unwrap_or_default();
+        if serve_metadata(config, host.as_deref(), &path, &method) {
+            return Action::Pause;
+        }
+        let protected = config
+            .resources
+            .find(host.as_deref(), &path)
+            .and_then(|found| config.resources.iter().position(|r| std::ptr::eq(r, found)));
+        // CORS preflight carries no credentials (Fetch spec); the CORS filter or upstream answers.
+        let preflight =
+            method == "OPTIONS" && headers.get("access-control-request-method").is_some();
+        let Some(resource) = protected.filter(|_| !preflight) else {
+            forward(&headers, None, true);
+            return Action::Continue;
+        };
+        let authorization = headers.string("authorization");
+        let next = self.decide(resource, authorization.as_deref(), Some(stream));
+        self.conclude(&headers, next)
+    }
+
+    /// Acts on what [`decide`](Self::decide) said for the current stream.
+    fn conclude(&self, headers: &Headers, next: Option<Next>) -> Action {
+        match next {
+            Some(Next::Wait) => Action::Pause,
+            Some(Next::Decided(decision)) => {
+                if self.act(headers, decision) {
+                    Action::Continue
+                } else {
+                    Action::Pause
+                }
+            }
+            None => refuse_undecidable(),
+        }
+    }
+}
+
+/// Sends the request on with the identity headers (none without an identity), after removing
+/// any the client sent (no spoofing: they only ever come from this filter) and, unless kept,
+/// the `Authorization` header. One host call, and none when nothing changes.
+fn forward(headers: &Headers, identity: Option<&Identity>, keep_authorization: bool) {
+    let drop = |name: &[u8]| {
+        identity::is_identity_header(name)
+            || (!keep_authorization && name.eq_ignore_ascii_case(b"authorization"))
+    };
+    let added = identity.map(Identity::headers).unwrap_or_default();
+    if added.is_empty() && !headers.raw().any(|(name, _)| drop(name)) {
+        return;
+    }
+    let kept = headers.raw().filter(|(name, _)| !drop(name));
+    let added = added.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+    let _ = abi::set_headers(Map::RequestHeaders, kept.chain(added));
+}
+
+/// Fails closed: a request this filter cannot decide (Envoy runs no filter whose configuration
+/// failed, so this does not happen) is refused.
+fn refuse_undecidable() -> Action {
+    send_json(500, &[], br#"{"error":"server_error"}"#, false);
+    Action::Pause
+}
+
+fn send_json(status: u32, extra: &[(&str, &str)], body: &[u8], head: bool) {
+    let mut headers = vec![
+        ("content-type", "application/json"),
+        ("cache-control", "no-store"),
+    ];
+    headers.extend_from_slice(extra);
+    abi::send_response(status, &headers, if head { b"" } else { body });
+}
+
+/// Serves RFC 9728 metadata when `path` is a well-known metadata URI of a resource.
+fn serve_metadata(config: &Config, host: Option<&str>, path: &str, method: &str) -> bool {
+    if method != "GET" && method != "HEAD" {
+        return false;
+    }
+    let Some(resource) = config.resources.find_metadata(host, path) else {
+        return false;
+    };
+    let body = serde_json::to_string(&resource.metadata_document()).unwrap_or_default();
+    send_json(
+        200,
+        &[("access-control-allow-origin", "*")],
+        body.as_bytes(),
+        method == "HEAD",
+    );
+    true
 }
 
 /// Whether a denial may go away with fresh keys.
@@ -555,57 +619,88 @@ fn wants_keys(reason: &DenyReason) -> bool {
     )
 }
 
-impl Context for JwtFilter {
-    fn on_http_call_response(&mut self, token_id: u32, _: usize, body_size: usize, _: usize) {
-        let Some(pending) = self.pending.take_if(|p| p.token_id == token_id) else {
-            return;
-        };
-        let worker = self.worker.clone();
-        let config = worker.borrow().config.clone();
-        if let KeySource::Remote(remote) = &config.keys {
-            let status = self.get_http_call_response_header(":status");
-            let body = self.get_http_call_response_body(0, body_size);
-            worker
-                .borrow_mut()
-                .store(self, &SharedKeys::new(remote), status, body, now_ms(self));
-        }
-        let action = self.decide(pending.resource_index, pending.authorization, false);
-        if matches!(action, Action::Continue) {
-            self.resume_http_request();
-        }
-    }
+/// Every root context of this VM, and each new stream's root until its headers arrive.
+#[derive(Debug, Default)]
+struct Contexts {
+    roots: Vec<JwtRoot>,
+    new_streams: HashMap<u32, u32>,
 }
 
-impl HttpContext for JwtFilter {
-    fn on_http_request_headers(&mut self, _: usize, _: bool) -> Action {
-        // No spoofing: identity headers only ever come from this filter.
-        for (name, _) in self.get_http_request_headers() {
-            if identity::is_identity_header(&name) {
-                self.set_http_request_header(&name, None);
+thread_local! {
+    static CONTEXTS: RefCell<Contexts> = RefCell::default();
+}
+
+/// Runs `f` on the root context `id` (a root, or the root of a new stream).
+fn with_root<T>(id: u32, stream: bool, f: impl FnOnce(&mut JwtRoot) -> T) -> Option<T> {
+    CONTEXTS.with_borrow_mut(|c| {
+        let root = if stream {
+            c.new_streams.remove(&id)?
+        } else {
+            id
+        };
+        c.roots.iter_mut().find(|r| r.context_id == root).map(f)
+    })
+}
+
+/// The callbacks this module exports: Envoy enters the VM for these and no others.
+#[allow(unsafe_code)] // reason: exporting a callback is a `no_mangle` declaration
+mod exports {
+    use super::*;
+
+    /// Envoy creates a root context per plugin configuration, then one context per request.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn proxy_on_context_create(id: u32, root: u32) {
+        CONTEXTS.with_borrow_mut(|c| {
+            if root == 0 {
+                abi::init("mcpgw jwt filter", log::LevelFilter::Info);
+                c.roots.push(JwtRoot {
+                    context_id: id,
+                    worker: None,
+                    fetch: None,
+                    feed_fetch: None,
+                    waiting: Vec::new(),
+                });
+                return;
             }
-        }
-        let config = self.worker.borrow().config.clone();
-        let path = self.get_http_request_header(":path").unwrap_or_default();
-        let host = self.get_http_request_header(":authority");
-        let method = self.get_http_request_header(":method").unwrap_or_default();
-        if self.serve_metadata(&config, host.as_deref(), &path, &method) {
-            return Action::Pause;
-        }
-        let Some(found) = config.resources.find(host.as_deref(), &path) else {
-            return Action::Continue;
-        };
-        let Some(index) = config.resources.iter().position(|r| std::ptr::eq(r, found)) else {
-            return Action::Continue;
-        };
-        // CORS preflight carries no credentials (Fetch spec); the CORS filter or upstream answers.
-        if method == "OPTIONS"
-            && self
-                .get_http_request_header("access-control-request-method")
-                .is_some()
-        {
-            return Action::Continue;
-        }
-        let authorization = self.get_http_request_header("authorization");
-        self.decide(index, authorization, true)
+            if c.new_streams.len() >= MAX_NEW_STREAMS {
+                c.new_streams
+                    .retain(|stream, _| *stream > id.saturating_sub(MAX_NEW_STREAMS as u32));
+            }
+            c.new_streams.insert(id, root);
+        });
+    }
+
+    /// The plugin configuration; `0` makes Envoy reject the filter.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn proxy_on_configure(root: u32, _: usize) -> u32 {
+        let bytes = abi::buffer(Buffer::PluginConfiguration);
+        u32::from(with_root(root, false, |r| r.configure(&bytes)).unwrap_or(false))
+    }
+
+    /// The root's timer.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn proxy_on_tick(root: u32) {
+        with_root(root, false, JwtRoot::tick);
+    }
+
+    /// The answer to a root's JWKS or revocation feed fetch.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn proxy_on_http_call_response(
+        root: u32,
+        token: u32,
+        _: usize,
+        _: usize,
+        _: usize,
+    ) {
+        with_root(root, false, |r| r.http_call_response(token));
+    }
+
+    /// A request's headers: the decision.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn proxy_on_request_headers(stream: u32, _: usize, _: u32) -> u32 {
+        with_root(stream, true, |r| r.request_headers(stream)).unwrap_or_else(|| {
+            log::error!("#{stream} request without a root context; refusing it");
+            refuse_undecidable()
+        }) as u32
     }
 }
