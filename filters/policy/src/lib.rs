@@ -1,9 +1,11 @@
-//! The policy filter: a thin proxy-wasm shell over `mcpgw_core::policy`. It runs after the JWT
-//! filter and trusts the `x-mcpgw-*` identity headers that filter set.
+//! The policy filter: a thin proxy-wasm shell over `mcpgw_core::policy`, on mcpgw's own ABI
+//! binding (`mcpgw_proxy_abi`: only the callbacks below are exported, the request headers are
+//! read with one call). It runs after the JWT filter and trusts the `x-mcpgw-*` identity headers
+//! that filter set.
 //!
 //! - [`PolicyRoot`] (one per VM, i.e. per Envoy worker) validates the plugin configuration (the
 //!   policy JSON, README "Policy") in `on_configure`: a bad one makes Envoy reject the filter.
-//! - [`PolicyFilter`] (one per request) buffers the JSON-RPC request body (up to
+//! - [`PolicyStream`] (one per request) buffers the JSON-RPC request body (up to
 //!   `limits.max_body_bytes`, 413 beyond), asks core for the decision and acts on it: a refusal
 //!   becomes a local JSON-RPC error response (403 / 400 / 413), an allowed request gets the
 //!   matched server's name in `x-mcpgw-server` for the router. Responses to `tools/list`,
@@ -14,23 +16,12 @@
 //!   (`%FILTER_STATE(wasm.mcpgw_policy.decision:PLAIN)%`, `…server`, `…method`, `…name`, `…rule`).
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::rc::Rc;
 
 use mcpgw_core::mcp::{self, ListKind, McpHeaders, PendingList};
 use mcpgw_core::policy::{Caller, HttpRequest, Outcome, Policy, SERVER_HEADER};
-use proxy_wasm::hostcalls;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
-
-proxy_wasm::main! {{
-    proxy_wasm::set_log_level(LogLevel::Info);
-    std::panic::set_hook(Box::new(|info| {
-        let _ = hostcalls::log(LogLevel::Critical, &format!("mcpgw policy filter panicked: {info}"));
-    }));
-    proxy_wasm::set_root_context(|context_id| -> Box<dyn RootContext> {
-        Box::new(PolicyRoot { context_id, worker: None })
-    });
-}}
+use mcpgw_proxy_abi::{self as abi, Action, Buffer, Headers, Map};
 
 /// The stat name prefix (Envoy adds `wasmcustom.`).
 const STAT_PREFIX: &str = "mcpgw_policy";
@@ -76,7 +67,7 @@ impl Worker {
                     name.push('.');
                     name.push_str(method);
                 }
-                match hostcalls::define_metric(MetricType::Counter, &name) {
+                match abi::define_counter(&name) {
                     Ok(id) => {
                         counters.push(Counter {
                             event,
@@ -93,7 +84,7 @@ impl Worker {
                 }
             }
         };
-        let _ = hostcalls::increment_metric(id, i64::try_from(by).unwrap_or(i64::MAX));
+        abi::increment(id, i64::try_from(by).unwrap_or(i64::MAX));
     }
 }
 
@@ -135,19 +126,16 @@ fn stat_server(server: Option<&str>) -> String {
     server.map_or_else(|| "none".to_owned(), |s| s.replace('.', "_"))
 }
 
-/// The per-VM root context.
+/// The per-configuration, per-VM root context.
 #[derive(Debug)]
 pub struct PolicyRoot {
     context_id: u32,
     worker: Option<Rc<Worker>>,
 }
 
-impl Context for PolicyRoot {}
-
-impl RootContext for PolicyRoot {
-    fn on_configure(&mut self, _: usize) -> bool {
-        let bytes = self.get_plugin_configuration().unwrap_or_default();
-        match Policy::from_json(&bytes) {
+impl PolicyRoot {
+    fn configure(&mut self, bytes: &[u8]) -> bool {
+        match Policy::from_json(bytes) {
             Ok(policy) => {
                 log::info!(
                     "#{} mcpgw policy filter: {} rule(s) loaded",
@@ -165,24 +153,6 @@ impl RootContext for PolicyRoot {
                 false
             }
         }
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let worker = self.worker.clone()?;
-        Some(Box::new(PolicyFilter {
-            context_id,
-            worker,
-            request: None,
-            awaiting_body: false,
-            server: None,
-            pending_lists: Vec::new(),
-            response: None,
-            discarding: false,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
 
@@ -205,7 +175,7 @@ enum Framing {
 
 /// The per-request context.
 #[derive(Debug)]
-pub struct PolicyFilter {
+pub struct PolicyStream {
     context_id: u32,
     worker: Rc<Worker>,
     request: Option<RequestHead>,
@@ -221,15 +191,28 @@ pub struct PolicyFilter {
     discarding: bool,
 }
 
-impl PolicyFilter {
+impl PolicyStream {
+    fn new(context_id: u32, worker: Rc<Worker>) -> PolicyStream {
+        PolicyStream {
+            context_id,
+            worker,
+            request: None,
+            awaiting_body: false,
+            server: None,
+            pending_lists: Vec::new(),
+            response: None,
+            discarding: false,
+        }
+    }
+
     fn send_json(&self, status: u32, body: &[u8]) {
-        self.send_http_response(
+        abi::send_response(
             status,
-            vec![
+            &[
                 ("content-type", "application/json"),
                 ("cache-control", "no-store"),
             ],
-            Some(body),
+            body,
         );
     }
 
@@ -243,7 +226,7 @@ impl PolicyFilter {
         ];
         for (path, value) in PROPERTIES.iter().zip(values) {
             if let Some(v) = value {
-                self.set_property(vec![path], Some(v.as_bytes()));
+                abi::set_property(&[path], v.as_bytes());
             }
         }
         self.worker
@@ -282,9 +265,6 @@ impl PolicyFilter {
             return false;
         }
         self.record("allowed", &out);
-        if !self.awaiting_body {
-            self.route(out.server.as_deref());
-        }
         self.server = out.server;
         self.pending_lists = out.pending_lists;
         self.request = Some(head);
@@ -292,10 +272,15 @@ impl PolicyFilter {
     }
 
     /// Names the matched server for the router (replacing any client value) and asks the
-    /// upstream for an uncompressed answer (a compressed list could not be filtered).
-    fn route(&self, server: Option<&str>) {
-        self.set_http_request_header(SERVER_HEADER, server);
-        self.set_http_request_header("accept-encoding", None);
+    /// upstream for an uncompressed answer (a compressed list could not be filtered): the
+    /// request `headers` written back in one call.
+    fn route(headers: &Headers, server: Option<&str>) {
+        let kept = headers.raw().filter(|(name, _)| {
+            !name.eq_ignore_ascii_case(SERVER_HEADER.as_bytes())
+                && !name.eq_ignore_ascii_case(b"accept-encoding")
+        });
+        let server = server.map(|s| (SERVER_HEADER.as_bytes(), s.as_bytes()));
+        let _ = abi::set_headers(Map::RequestHeaders, kept.chain(server));
     }
 
     /// Rewrites a buffered list response; `None` when it cannot be filtered.
@@ -332,16 +317,16 @@ impl PolicyFilter {
         if framing == Framing::Sse {
             body.extend_from_slice(b"\n\n");
         }
-        self.set_http_response_body(0, body_size, &body);
+        let _ = abi::set_buffer(Buffer::ResponseBody, 0, body_size, &body);
         self.discarding = true;
     }
 }
 
-impl Context for PolicyFilter {}
-
-impl HttpContext for PolicyFilter {
-    fn on_http_request_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
-        let header = |name: &str| self.get_http_request_header(name);
+/// The stream callbacks.
+impl PolicyStream {
+    fn request_headers(&mut self, end_of_stream: bool) -> Action {
+        let headers = abi::headers(Map::RequestHeaders);
+        let header = |name: &str| headers.string(name);
         let host = header(":authority").unwrap_or_default();
         let path = header(":path").unwrap_or_default();
         let method = header(":method").unwrap_or_default();
@@ -381,18 +366,19 @@ impl HttpContext for PolicyFilter {
                 .request
                 .as_ref()
                 .and_then(|h| self.worker.policy.server_for(&h.host, &h.path));
-            self.route(server);
+            Self::route(&headers, server);
             self.awaiting_body = true;
             return Action::Continue;
         }
         if self.decide(&[]) {
+            Self::route(&headers, self.server.as_deref());
             Action::Continue
         } else {
             Action::Pause
         }
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if !self.awaiting_body {
             return Action::Continue;
         }
@@ -411,7 +397,7 @@ impl HttpContext for PolicyFilter {
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
+        let body = abi::buffer(Buffer::RequestBody);
         let allowed = self.decide(&body);
         self.awaiting_body = false;
         if allowed {
@@ -421,13 +407,11 @@ impl HttpContext for PolicyFilter {
         }
     }
 
-    fn on_http_response_headers(&mut self, _: usize, end_of_stream: bool) -> Action {
+    fn response_headers(&mut self, end_of_stream: bool) -> Action {
         if self.pending_lists.is_empty() || end_of_stream {
             return Action::Continue;
         }
-        let content_type = self
-            .get_http_response_header("content-type")
-            .unwrap_or_default();
+        let content_type = abi::header(Map::ResponseHeaders, "content-type").unwrap_or_default();
         let media = content_type
             .split(';')
             .next()
@@ -444,13 +428,13 @@ impl HttpContext for PolicyFilter {
         }
         // The body changes size. Envoy would stop all processing if the headers paused, so
         // they go on now (chunked) and the body is held until it is rewritten.
-        self.set_http_response_header("content-length", None);
+        abi::set_header(Map::ResponseHeaders, "content-length", None);
         Action::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.discarding {
-            self.set_http_response_body(0, body_size, b"");
+            let _ = abi::set_buffer(Buffer::ResponseBody, 0, body_size, b"");
             return Action::Continue;
         }
         let Some(framing) = self.response else {
@@ -463,16 +447,14 @@ impl HttpContext for PolicyFilter {
         if !end_of_stream {
             return Action::Pause;
         }
-        let body = self
-            .get_http_response_body(0, body_size)
-            .unwrap_or_default();
+        let body = abi::buffer(Buffer::ResponseBody);
         match self.filter_lists(framing, &body) {
             Some((rewritten, hidden)) => {
                 if hidden > 0 {
                     self.worker
                         .count("list_entries_hidden", self.server.as_deref(), "", hidden);
                 }
-                self.set_http_response_body(0, body_size, &rewritten);
+                let _ = abi::set_buffer(Buffer::ResponseBody, 0, body_size, &rewritten);
                 Action::Continue
             }
             None => {
@@ -480,5 +462,94 @@ impl HttpContext for PolicyFilter {
                 Action::Continue
             }
         }
+    }
+}
+
+/// Every root context of this VM and every request in flight.
+#[derive(Debug, Default)]
+struct Contexts {
+    roots: Vec<PolicyRoot>,
+    streams: HashMap<u32, PolicyStream>,
+}
+
+thread_local! {
+    static CONTEXTS: RefCell<Contexts> = RefCell::default();
+}
+
+/// Runs a stream callback; a stream without state (its root has no configuration, which Envoy
+/// does not allow) is refused: fail closed.
+fn on_stream(id: u32, f: impl FnOnce(&mut PolicyStream) -> Action) -> u32 {
+    let action = CONTEXTS.with_borrow_mut(|c| c.streams.get_mut(&id).map(f));
+    action.unwrap_or_else(|| {
+        log::error!("#{id} request without policy state; refusing it");
+        abi::send_response(
+            500,
+            &[("content-type", "application/json")],
+            br#"{"error":"server_error"}"#,
+        );
+        Action::Pause
+    }) as u32
+}
+
+/// The callbacks this module exports: Envoy enters the VM for these and no others.
+#[allow(unsafe_code)] // reason: exporting a callback is a `no_mangle` declaration
+mod exports {
+    use super::*;
+
+    /// Envoy creates a root context per plugin configuration, then one context per request.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn proxy_on_context_create(id: u32, root: u32) {
+        CONTEXTS.with_borrow_mut(|c| {
+            if root == 0 {
+                abi::init("mcpgw policy filter", log::LevelFilter::Info);
+                c.roots.push(PolicyRoot {
+                    context_id: id,
+                    worker: None,
+                });
+            } else if let Some(worker) = c
+                .roots
+                .iter()
+                .find(|r| r.context_id == root)
+                .and_then(|r| r.worker.clone())
+            {
+                c.streams.insert(id, PolicyStream::new(id, worker));
+            }
+        });
+    }
+
+    /// The plugin configuration; `0` makes Envoy reject the filter.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn proxy_on_configure(root: u32, _: usize) -> u32 {
+        let bytes = abi::buffer(Buffer::PluginConfiguration);
+        CONTEXTS.with_borrow_mut(|c| {
+            let root = c.roots.iter_mut().find(|r| r.context_id == root);
+            u32::from(root.is_some_and(|r| r.configure(&bytes)))
+        })
+    }
+
+    #[unsafe(no_mangle)]
+    pub extern "C" fn proxy_on_request_headers(id: u32, _: usize, end_of_stream: u32) -> u32 {
+        on_stream(id, |s| s.request_headers(end_of_stream != 0))
+    }
+
+    #[unsafe(no_mangle)]
+    pub extern "C" fn proxy_on_request_body(id: u32, size: usize, end_of_stream: u32) -> u32 {
+        on_stream(id, |s| s.request_body(size, end_of_stream != 0))
+    }
+
+    #[unsafe(no_mangle)]
+    pub extern "C" fn proxy_on_response_headers(id: u32, _: usize, end_of_stream: u32) -> u32 {
+        on_stream(id, |s| s.response_headers(end_of_stream != 0))
+    }
+
+    #[unsafe(no_mangle)]
+    pub extern "C" fn proxy_on_response_body(id: u32, size: usize, end_of_stream: u32) -> u32 {
+        on_stream(id, |s| s.response_body(size, end_of_stream != 0))
+    }
+
+    /// The request is over: its state goes.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn proxy_on_delete(id: u32) {
+        CONTEXTS.with_borrow_mut(|c| c.streams.remove(&id));
     }
 }

@@ -827,20 +827,26 @@ impl Vm {
             configured: false,
             chunk_size: 16 * 1024,
         };
-        vm.call::<(), ()>("_initialize", ())?;
-        vm.call::<(i32, i32), ()>("proxy_on_context_create", (1, 0))?;
-        let started = vm.call::<(i32, i32), i32>("proxy_on_vm_start", (1, 0))? != 0;
+        vm.call::<(), ()>("_initialize", (), ())?;
+        vm.call::<(i32, i32), ()>("proxy_on_context_create", (1, 0), ())?;
+        let started = vm.call::<(i32, i32), i32>("proxy_on_vm_start", (1, 0), 1)? != 0;
         let size = i32::try_from(plugin_config.len())?;
         vm.configured =
-            started && vm.call::<(i32, i32), i32>("proxy_on_configure", (1, size))? != 0;
+            started && vm.call::<(i32, i32), i32>("proxy_on_configure", (1, size), 1)? != 0;
         Ok(vm)
     }
 
+    /// Calls the module's export `name`; a callback the module does not export is skipped, as
+    /// Envoy skips it, and reads as `missing`.
     fn call<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
         &mut self,
         name: &str,
         params: P,
+        missing: R,
     ) -> Result<R> {
+        if self.instance.get_export(&mut self.store, name).is_none() {
+            return Ok(missing);
+        }
         let f = self
             .instance
             .get_typed_func::<P, R>(&mut self.store, name)?;
@@ -851,8 +857,8 @@ impl Vm {
     fn on(&mut self, id: u32, name: &str, size: usize, end_of_stream: bool) -> Result<bool> {
         self.store.data_mut().current = id;
         let size = i32::try_from(size)?;
-        let action =
-            self.call::<(i32, i32, i32), i32>(name, (id as i32, size, i32::from(end_of_stream)))?;
+        let args = (id as i32, size, i32::from(end_of_stream));
+        let action = self.call::<(i32, i32, i32), i32>(name, args, 0)?;
         Ok(action == 0)
     }
 
@@ -886,7 +892,7 @@ impl Vm {
     /// Fires the root context's timer once.
     pub fn tick(&mut self) -> Result<()> {
         self.store.data_mut().current = self.root_id;
-        self.call::<i32, ()>("proxy_on_tick", self.root_id as i32)
+        self.call::<i32, ()>("proxy_on_tick", self.root_id as i32, ())
     }
 
     /// Answers call-out `token` (`:status` goes in `headers`).
@@ -911,7 +917,7 @@ impl Vm {
             0,
         );
         let result =
-            self.call::<(i32, i32, i32, i32, i32), ()>("proxy_on_http_call_response", args);
+            self.call::<(i32, i32, i32, i32, i32), ()>("proxy_on_http_call_response", args, ());
         self.store.data_mut().call_response = None;
         result
     }
@@ -922,7 +928,8 @@ impl Vm {
         let id = self.next_id;
         self.next_id += 1;
         self.store.data_mut().current = id;
-        self.call::<(i32, i32), ()>("proxy_on_context_create", (id as i32, self.root_id as i32))?;
+        let ids = (id as i32, self.root_id as i32);
+        self.call::<(i32, i32), ()>("proxy_on_context_create", ids, ())?;
         self.store.data_mut().streams.insert(
             id,
             Stream {
@@ -966,9 +973,9 @@ impl Vm {
     /// Ends stream `id` without a response (after a local reply, or a client that went away).
     pub fn finish(&mut self, id: u32) -> Result<()> {
         self.store.data_mut().current = id;
-        self.call::<i32, i32>("proxy_on_done", id as i32)?;
-        self.call::<i32, ()>("proxy_on_log", id as i32)?;
-        self.call::<i32, ()>("proxy_on_delete", id as i32)?;
+        self.call::<i32, i32>("proxy_on_done", id as i32, 1)?;
+        self.call::<i32, ()>("proxy_on_log", id as i32, ())?;
+        self.call::<i32, ()>("proxy_on_delete", id as i32, ())?;
         self.store.data_mut().streams.remove(&id);
         Ok(())
     }
