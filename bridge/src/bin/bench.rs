@@ -2,8 +2,14 @@
 //! (`mcp-streamablehttp-proxy`) and `supergateway`, in one run, with the same trivial echo child
 //! (`mcpgw-echo-child`). For each peer: session-open time, calls/s and p50/p99 latency within one
 //! session at 1 and 8 concurrent calls, and the peer's own memory per open session (children
-//! excluded). Then direct stdio to the echo child as the floor (overhead = bridge p50 − direct
-//! p50), and 1,000 concurrent sessions held by the bridge. Run by `make bench-bridge`.
+//! excluded); direct stdio to the echo child as the floor (overhead = bridge p50 − direct p50);
+//! then 1,000 concurrent sessions held by the bridge. Run by `make bench-bridge`.
+//!
+//! Every peer runs for the whole benchmark and the throughput rows are measured round-robin,
+//! several rounds each (`MCPGW_BENCH_ROUNDS`, default 3), every row keeping its median round: a
+//! burst of load elsewhere on the machine then skews one round of every row rather than the whole
+//! of one row, so the ratios stay fair. The client is one thread (a current-thread runtime) for
+//! every peer alike, so it adds no cross-thread hand-off of its own to any of them.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -19,7 +25,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
 /// Benchmark options.
 #[derive(Debug, Parser)]
@@ -38,8 +44,11 @@ struct Args {
     #[arg(long)]
     supergateway: Option<PathBuf>,
     /// Seconds each throughput measurement runs.
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, env = "MCPGW_BENCH_SECONDS", default_value_t = 2.0)]
     seconds: f64,
+    /// Round-robin rounds of the throughput rows; each row reports its median round.
+    #[arg(long, env = "MCPGW_BENCH_ROUNDS", default_value_t = 3)]
+    rounds: usize,
     /// Sessions opened for the session-open time.
     #[arg(long, default_value_t = 10)]
     opens: usize,
@@ -55,6 +64,8 @@ struct Args {
 }
 
 const VERSION: &str = "2025-06-18";
+/// Concurrent calls of the two throughput rows.
+const CONCURRENCY: [usize; 2] = [1, 8];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Peer {
@@ -73,17 +84,24 @@ impl Peer {
     }
 }
 
+/// One throughput measurement: calls/s, p50 and p99 latency in µs.
+#[derive(Debug, Default, Clone, Copy)]
+struct Measure {
+    rate: f64,
+    p50_us: f64,
+    p99_us: f64,
+}
+
 /// One peer's figures.
 #[derive(Debug, Default, Clone)]
 struct Figures {
     open_p50_ms: f64,
-    rate: [f64; 2],
-    p50_us: [f64; 2],
-    p99_us: [f64; 2],
+    /// The median round at each of [`CONCURRENCY`].
+    calls: [Measure; 2],
     mem_per_session_kib: f64,
 }
 
-#[tokio::main]
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
     std::fs::create_dir_all(&args.logs)?;
@@ -98,17 +116,25 @@ async fn main() -> Result<()> {
             _ => println!("(skipping {}: not installed)", peer.name()),
         }
     }
-    let mut results = Vec::new();
+    let mut servers = Vec::new();
     for (peer, bin) in &peers {
-        println!("==> {}", peer.name());
-        let server = Server::start(*peer, bin, &echo, &args).await?;
-        let figures = measure(&server, &args).await;
-        server.stop().await;
-        let figures = figures.with_context(|| format!("benchmarking {}", peer.name()))?;
-        results.push((*peer, figures));
+        match Server::start(*peer, bin, &echo, &args).await {
+            Ok(s) => servers.push(s),
+            Err(e) => {
+                stop_all(servers).await;
+                return Err(e);
+            }
+        }
     }
-    let direct = direct_stdio(&args.echo, args.seconds).await?;
+    let measured = measure_all(&servers, &args).await;
+    stop_all(servers).await;
+    let (results, direct) = measured?;
     println!();
+    println!(
+        "median of {} round-robin rounds of {}s per throughput row",
+        args.rounds.max(1),
+        args.seconds
+    );
     println!(
         "{:<40} {:>9} {:>10} {:>8} {:>8} {:>10} {:>8} {:>8} {:>12}",
         "peer (echo child)",
@@ -122,22 +148,23 @@ async fn main() -> Result<()> {
         "mem/session"
     );
     for (peer, f) in &results {
+        let [c1, c8] = f.calls;
         println!(
             "{:<40} {:>7.2}ms {:>10.0} {:>6.0}µs {:>6.0}µs {:>10.0} {:>6.0}µs {:>6.0}µs {:>8.0} KiB",
             peer.name(),
             f.open_p50_ms,
-            f.rate[0],
-            f.p50_us[0],
-            f.p99_us[0],
-            f.rate[1],
-            f.p50_us[1],
-            f.p99_us[1],
+            c1.rate,
+            c1.p50_us,
+            c1.p99_us,
+            c8.rate,
+            c8.p50_us,
+            c8.p99_us,
             f.mem_per_session_kib
         );
     }
     println!(
         "{:<40} {:>9} {:>10.0} {:>6.0}µs {:>6.0}µs",
-        "direct stdio (no HTTP, floor)", "-", direct.0, direct.1, direct.2
+        "direct stdio (no HTTP, floor)", "-", direct.rate, direct.p50_us, direct.p99_us
     );
     println!();
     let bridge = results
@@ -149,16 +176,22 @@ async fn main() -> Result<()> {
         println!(
             "bridge vs {}: {:.1}x calls/s at c1, {:.1}x at c8, session open {:.0}x faster",
             peer.name(),
-            bridge.rate[0] / f.rate[0].max(f64::MIN_POSITIVE),
-            bridge.rate[1] / f.rate[1].max(f64::MIN_POSITIVE),
+            bridge.calls[0].rate / f.calls[0].rate.max(f64::MIN_POSITIVE),
+            bridge.calls[1].rate / f.calls[1].rate.max(f64::MIN_POSITIVE),
             f.open_p50_ms / bridge.open_p50_ms.max(f64::MIN_POSITIVE)
         );
     }
     println!(
         "bridge p50 overhead over direct stdio at c1: {:.0} µs (target < 100 µs)",
-        bridge.p50_us[0] - direct.1
+        bridge.calls[0].p50_us - direct.p50_us
     );
     many_sessions(&args).await
+}
+
+async fn stop_all(servers: Vec<Server>) {
+    for s in servers {
+        s.stop().await;
+    }
 }
 
 /// A peer process on a free loopback port.
@@ -339,49 +372,93 @@ async fn open_session(port: u16) -> Result<String> {
     Ok(sid)
 }
 
-async fn measure(server: &Server, args: &Args) -> Result<Figures> {
-    let mut f = Figures::default();
-    // Session open: spaced out, as clients arrive, so a warm pool can refill between them.
-    let mut opens = Vec::new();
-    for _ in 0..args.opens {
+/// Session-open times, then the throughput rows round-robin (each peer at 1 and 8 concurrent
+/// calls, and direct stdio), then memory per session. Returns each peer's figures and the
+/// direct-stdio floor.
+async fn measure_all(servers: &[Server], args: &Args) -> Result<(Vec<(Peer, Figures)>, Measure)> {
+    let mut figures = vec![Figures::default(); servers.len()];
+    let mut sessions = Vec::new();
+    for (s, f) in servers.iter().zip(&mut figures) {
+        f.open_p50_ms = open_time(s, args.opens)
+            .await
+            .with_context(|| format!("opening sessions on {}", s.peer.name()))?;
+        println!(
+            "{}: session open p50 {:.2} ms",
+            s.peer.name(),
+            f.open_p50_ms
+        );
+        sessions.push(open_session(s.port).await?);
+    }
+    let mut direct = Direct::start(&args.echo)?;
+    let rounds = args.rounds.max(1);
+    let mut calls = vec![[const { Vec::new() }, const { Vec::new() }]; servers.len()];
+    let mut floor = Vec::new();
+    for round in 1..=rounds {
+        println!("round {round}/{rounds}");
+        for (i, conc) in CONCURRENCY.into_iter().enumerate() {
+            for ((s, session), row) in servers.iter().zip(&sessions).zip(&mut calls) {
+                let m = throughput(s.port, session, conc, args.seconds)
+                    .await
+                    .with_context(|| format!("benchmarking {}", s.peer.name()))?;
+                println!("    {:<40} c{conc}: {}", s.peer.name(), show(m));
+                row[i].push(m);
+            }
+        }
+        let m = direct.measure(args.seconds).await?;
+        println!("    {:<40} c1: {}", "direct stdio", show(m));
+        floor.push(m);
+    }
+    for ((s, f), row) in servers.iter().zip(&mut figures).zip(&mut calls) {
+        f.calls = [median(&mut row[0]), median(&mut row[1])];
+        f.mem_per_session_kib = memory_per_session(s, args.memory_sessions).await?;
+    }
+    let peers = servers.iter().map(|s| s.peer).zip(figures).collect();
+    Ok((peers, median(&mut floor)))
+}
+
+fn show(m: Measure) -> String {
+    format!(
+        "{:.0} calls/s, p50 {:.0} µs, p99 {:.0} µs",
+        m.rate, m.p50_us, m.p99_us
+    )
+}
+
+/// The round with the median rate, so its latencies come from the same round.
+fn median(v: &mut [Measure]) -> Measure {
+    v.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+/// p50 of `opens` session opens, spaced out as clients arrive, so a warm pool can refill.
+async fn open_time(server: &Server, opens: usize) -> Result<f64> {
+    let mut times = Vec::new();
+    for _ in 0..opens {
         let t = Instant::now();
         open_session(server.port).await?;
-        opens.push(t.elapsed().as_secs_f64() * 1e3);
+        times.push(t.elapsed().as_secs_f64() * 1e3);
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    f.open_p50_ms = percentile(&mut opens, 0.5);
-    println!("    session open p50 {:.2} ms", f.open_p50_ms);
-    let session = open_session(server.port).await?;
-    for (i, conc) in [1usize, 8].into_iter().enumerate() {
-        let (rate, p50, p99) = throughput(server.port, &session, conc, args.seconds).await?;
-        println!("    c{conc}: {rate:.0} calls/s, p50 {p50:.0} µs, p99 {p99:.0} µs");
-        f.rate[i] = rate;
-        f.p50_us[i] = p50;
-        f.p99_us[i] = p99;
-    }
+    Ok(percentile(&mut times, 0.5))
+}
+
+/// The peer's growth in resident memory per extra open session.
+async fn memory_per_session(server: &Server, n: usize) -> Result<f64> {
     let before = rss_kib(server.pid());
-    for _ in 0..args.memory_sessions {
+    for _ in 0..n {
         open_session(server.port).await?;
     }
     // Let the peer settle (pool refills, lazy allocations) before reading its memory.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = rss_kib(server.pid());
-    f.mem_per_session_kib = after.saturating_sub(before) as f64 / args.memory_sessions as f64;
     println!(
-        "    {} memory: {before} KiB → {after} KiB with {} more sessions",
-        server.peer.name(),
-        args.memory_sessions
+        "{} memory: {before} KiB → {after} KiB with {n} more sessions",
+        server.peer.name()
     );
-    Ok(f)
+    Ok(after.saturating_sub(before) as f64 / n.max(1) as f64)
 }
 
 /// Calls within one session for `seconds`, `conc` at a time (one connection each).
-async fn throughput(
-    port: u16,
-    session: &str,
-    conc: usize,
-    seconds: f64,
-) -> Result<(f64, f64, f64)> {
+async fn throughput(port: u16, session: &str, conc: usize, seconds: f64) -> Result<Measure> {
     let ids = Arc::new(AtomicU64::new(1));
     let warm_until = Instant::now() + Duration::from_millis(300);
     let end = warm_until + Duration::from_secs_f64(seconds);
@@ -413,41 +490,67 @@ async fn throughput(
     for t in tasks {
         all.extend(t.await??);
     }
-    let rate = all.len() as f64 / seconds;
-    Ok((rate, percentile(&mut all, 0.5), percentile(&mut all, 0.99)))
+    Ok(summarise(all, seconds))
+}
+
+fn summarise(mut lat: Vec<f64>, seconds: f64) -> Measure {
+    Measure {
+        rate: lat.len() as f64 / seconds,
+        p50_us: percentile(&mut lat, 0.5),
+        p99_us: percentile(&mut lat, 0.99),
+    }
 }
 
 /// The echo child over its own stdio, one call at a time: the floor every bridge adds to.
-async fn direct_stdio(echo: &PathBuf, seconds: f64) -> Result<(f64, f64, f64)> {
-    let mut child = Command::new(echo)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stdin = child.stdin.take().context("stdin")?;
-    let mut stdout = BufReader::new(child.stdout.take().context("stdout")?);
-    let mut line = String::new();
-    let mut lat = Vec::new();
-    let warm_until = Instant::now() + Duration::from_millis(300);
-    let end = warm_until + Duration::from_secs_f64(seconds);
-    for id in 1u64.. {
-        let t = Instant::now();
-        let mut msg = call(id).to_string().into_bytes();
-        msg.push(b'\n');
-        stdin.write_all(&msg).await?;
-        stdin.flush().await?;
-        line.clear();
-        stdout.read_line(&mut line).await?;
-        let now = Instant::now();
-        if now >= end {
-            break;
-        }
-        if now >= warm_until {
-            lat.push((now - t).as_secs_f64() * 1e6);
+struct Direct {
+    _child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    next_id: u64,
+}
+
+impl Direct {
+    fn start(echo: &PathBuf) -> Result<Direct> {
+        let mut child = Command::new(echo)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let stdin = child.stdin.take().context("stdin")?;
+        let stdout = BufReader::new(child.stdout.take().context("stdout")?);
+        Ok(Direct {
+            _child: child,
+            stdin,
+            stdout,
+            next_id: 1,
+        })
+    }
+
+    async fn measure(&mut self, seconds: f64) -> Result<Measure> {
+        let mut line = String::new();
+        let mut lat = Vec::new();
+        let warm_until = Instant::now() + Duration::from_millis(300);
+        let end = warm_until + Duration::from_secs_f64(seconds);
+        loop {
+            let id = self.next_id;
+            self.next_id += 1;
+            let t = Instant::now();
+            let mut msg = call(id).to_string().into_bytes();
+            msg.push(b'\n');
+            self.stdin.write_all(&msg).await?;
+            line.clear();
+            if self.stdout.read_line(&mut line).await? == 0 {
+                bail!("the echo child exited");
+            }
+            let now = Instant::now();
+            if now >= end {
+                return Ok(summarise(lat, seconds));
+            }
+            if now >= warm_until {
+                lat.push((now - t).as_secs_f64() * 1e6);
+            }
         }
     }
-    let rate = lat.len() as f64 / seconds;
-    Ok((rate, percentile(&mut lat, 0.5), percentile(&mut lat, 0.99)))
 }
 
 /// The bridge holds `args.sessions` sessions at once, each with its own child, and every one of
