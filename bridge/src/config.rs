@@ -91,6 +91,11 @@ pub struct Config {
     /// On SIGTERM, how long in-flight requests may finish before children are stopped.
     #[arg(long, env = "MCPGW_BRIDGE_DRAIN_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
+    /// Threads serving HTTP and the children's pipes. 1, the default, runs everything on one
+    /// thread, so no step of a call hands off to another thread (each hand-off is a wake-up on
+    /// another core, tens of µs on a small VM); more spread many busy sessions over cores.
+    #[arg(long, env = "MCPGW_BRIDGE_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub threads: u16,
     /// Log format.
     #[arg(
         long,

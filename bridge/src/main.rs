@@ -1,5 +1,6 @@
 //! `mcpgw-bridge --listen 127.0.0.1:3000 -- <command> <args…>`: serves one MCP endpoint over a
 //! stdio MCP server. Logs go to stderr; SIGTERM drains and stops every child before exiting.
+//! Runs on one thread unless `--threads` asks for more.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,7 @@ use tokio::signal::unix::{SignalKind, signal};
 use tracing::{info, warn};
 use tracing_subscriber::EnvFilter;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cfg = Config::parse();
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let fmt = tracing_subscriber::fmt()
@@ -24,6 +24,22 @@ async fn main() -> anyhow::Result<()> {
         LogFormat::Text => fmt.init(),
     }
     raise_fd_limit();
+    // One thread by default: a call's steps (HTTP request, write to the child, the child's
+    // answer read, HTTP response) then run on the thread that is already awake.
+    let runtime = match cfg.threads {
+        1 => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        n => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(usize::from(n))
+            .enable_all()
+            .build(),
+    }
+    .context("cannot start the async runtime")?;
+    runtime.block_on(serve(cfg))
+}
+
+async fn serve(cfg: Config) -> anyhow::Result<()> {
     let listen = cfg.listen;
     let bridge = Bridge::new(cfg)?;
     let listener = tokio::net::TcpListener::bind(listen)
