@@ -511,7 +511,9 @@ async fn read_loop(
     max_line: usize,
     slow: Duration,
 ) {
-    let mut reader = BufReader::with_capacity(64 * 1024, stdout);
+    // A quarter of a pipe's buffer: long lines take a few more reads, and every held session
+    // keeps less memory resident (a freed and reused larger buffer stays resident in full).
+    let mut reader = BufReader::with_capacity(16 * 1024, stdout);
     let mut buf = Vec::with_capacity(8 * 1024);
     loop {
         buf.clear();
