@@ -217,6 +217,9 @@ impl Server {
             Peer::Bridge => {
                 cmd.args(["--listen", &format!("127.0.0.1:{port}")])
                     .args(["--pool-size", "4", "--max-sessions", "5000"])
+                    // The pool initialises children with the revision the clients speak, as an
+                    // operator sets it; otherwise every open would start a child cold.
+                    .args(["--pool-protocol-version", VERSION])
                     .args(["--", echo])
                     .env("RUST_LOG", "warn");
             }
