@@ -530,6 +530,44 @@ fn cache_skips_nothing_but_the_signature() {
     assert_eq!(cache.len(), 2);
 }
 
+#[test]
+fn only_the_very_same_token_hits_the_cache() {
+    let options = VerifyOptions::new(ISS);
+    let keys = key_set();
+    let mut cache = TokenCache::new(4);
+    let token = es(claims());
+    let r = resource(&[]);
+    let decide = |t: &str, cache: &mut TokenCache| {
+        authenticate(Some(&bearer(t)), &r, &keys, &options, NOW, Some(cache))
+    };
+    assert!(matches!(decide(&token, &mut cache), Decision::Allow(_)));
+    // The same signature under another payload, a token one byte longer or shorter, or with one
+    // byte changed in its last (padded) word: each is verified, and refused, not served from
+    // the cached entry.
+    let (signed, signature) = token.rsplit_once('.').unwrap_or_default();
+    let (_, payload) = signed.split_once('.').unwrap_or_default();
+    let other_payload = token.replacen(payload, &payload.replacen('e', "f", 1), 1);
+    let mut last_changed = token.clone();
+    let last = last_changed
+        .pop()
+        .map_or('A', |c| if c == 'A' { 'B' } else { 'A' });
+    last_changed.push(last);
+    for forged in [
+        other_payload,
+        format!("{token}A"),
+        token[..token.len() - 1].to_owned(),
+        last_changed,
+    ] {
+        assert_ne!(forged, token);
+        let d = decide(&forged, &mut cache);
+        assert!(
+            matches!(d, Decision::Deny(ref x) if matches!(x.reason, DenyReason::InvalidToken(_))),
+            "{forged} ({signature}): {d:?}"
+        );
+    }
+    assert_eq!(cache.len(), 1);
+}
+
 fn keys_jwk_ed() -> Jwk {
     keys().ed.public_jwk("ed")
 }

@@ -75,22 +75,33 @@ impl Identity {
     /// Values are made header-safe (control characters, which cannot appear in a header value,
     /// are dropped).
     pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let groups = self.groups.join(",");
+        let scopes = self.scopes.join(" ");
         let values = [
-            Some(self.subject.clone()),
-            self.user.clone(),
-            self.email.clone(),
-            Some(self.groups.join(",")),
-            Some(self.client_id.clone()),
-            Some(self.scopes.join(" ")),
-            Some(self.resource.clone()),
+            Some(self.subject.as_str()),
+            self.user.as_deref(),
+            self.email.as_deref(),
+            Some(groups.as_str()),
+            Some(self.client_id.as_str()),
+            Some(scopes.as_str()),
+            Some(self.resource.as_str()),
         ];
         ALL_HEADERS
             .into_iter()
             .zip(values)
             .filter_map(|(name, value)| {
-                let value: String = value?.chars().filter(|c| !c.is_control()).collect();
+                let value = header_safe(value?);
                 (!value.is_empty()).then_some((name, value))
             })
             .collect()
+    }
+}
+
+/// `value` without control characters (which cannot appear in a header value); one copy.
+fn header_safe(value: &str) -> String {
+    if value.chars().any(char::is_control) {
+        value.chars().filter(|c| !c.is_control()).collect()
+    } else {
+        value.to_owned()
     }
 }

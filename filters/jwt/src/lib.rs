@@ -539,7 +539,7 @@ impl JwtRoot {
             forward(&headers, None, true);
             return Action::Continue;
         };
-        let authorization = headers.string("authorization");
+        let authorization = headers.get("authorization");
         let next = self.decide(resource, authorization.as_deref(), Some(stream));
         self.conclude(&headers, next)
     }
