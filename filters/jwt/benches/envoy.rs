@@ -11,6 +11,9 @@
 //! the upstream is never the bottleneck), at 1 and 32 connections; then, without caches, one row
 //! per signature algorithm (ES256, EdDSA, RS256). Ratios are ours / native.
 //!
+//! First, the module's own work: wasm instructions per request through the wasmtime test host
+//! (`mcpgw-wasmhost`), for a request it does not protect, one without a token, and a cached token.
+//!
 //! Rows that are compared are measured round-robin, several rounds each, and every row keeps its
 //! median round: a burst of load elsewhere on the machine then skews one round of every row
 //! rather than the whole of one row.
@@ -26,6 +29,7 @@ use std::process::Command;
 use common::*;
 use mcpgw_core::jwk::Algorithm;
 use mcpgw_testkit::{Envoy, bench_run, bench_setting, free_port};
+use mcpgw_wasmhost::{Plugin, Shared, Vm};
 use serde_json::{Value, json};
 
 const AUDIENCE: &str = "http://127.0.0.1/bench/mcp";
@@ -85,6 +89,60 @@ fn wasm_filter(vm_id: &str, jwks: &str, cache: bool, protect: bool) -> Value {
         "cache_entries": if cache { 4096 } else { 0 }
     });
     jwt_filter(vm_id, &config)
+}
+
+/// Wasm instructions (wasmtime fuel) per request of the module's own work, as a report line each.
+fn instructions(jwks: &str, token: &str) -> String {
+    let plugin = Plugin::load(&wasm_path()).unwrap();
+    let config =
+        wasm_filter("fuel", jwks, true, true)["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+    let mut vm = Vm::start(&plugin, &Shared::default(), config.as_bytes()).unwrap();
+    assert!(vm.configured, "{:?}", vm.logs());
+    let bearer = format!("Bearer {token}");
+    let bearer = bearer.as_str();
+    let mut report = String::new();
+    for (label, headers, status) in [
+        (
+            "path it does not protect",
+            head("/elsewhere", Some(bearer)),
+            None,
+        ),
+        ("no token (401)", head(PATH, None), Some(401)),
+        ("cached token (allowed)", head(PATH, Some(bearer)), None),
+    ] {
+        let run = |vm: &mut Vm| {
+            let ex = vm.request(&headers, b"").unwrap();
+            assert_eq!(ex.local.as_ref().map(|l| l.status), status, "{label}");
+            vm.finish(ex.context_id).unwrap();
+        };
+        run(&mut vm);
+        vm.take_fuel();
+        let n = 1000;
+        for _ in 0..n {
+            run(&mut vm);
+        }
+        let _ = writeln!(
+            report,
+            "  {label:<26} {:>7} instructions/request",
+            vm.take_fuel() / n
+        );
+    }
+    report
+}
+
+/// The request headers wrk sends, with `authorization` when given.
+fn head<'a>(path: &'a str, authorization: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+    let mut h = vec![
+        (":method", "GET"),
+        (":path", path),
+        (":authority", "127.0.0.1"),
+    ];
+    h.extend([("user-agent", "wrk"), ("accept", "*/*")]);
+    h.extend(authorization.map(|a| ("authorization", a)));
+    h
 }
 
 /// One `wrk` measurement.
@@ -218,6 +276,11 @@ fn main() {
     let wasm = wasm_path();
     let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
     let mut report = String::new();
+    let _ = writeln!(
+        report,
+        "the module's own work, through the wasmtime host (ES256 token):\n{}",
+        instructions(&jwks_doc, es256)
+    );
     let _ = writeln!(
         report,
         "mcpgw JWT filter vs Envoy jwt_authn: one Envoy worker, wrk -t1, loopback, fixed response;\nthe median of {rounds} round-robin rounds of {secs}s per row\nmodule {} = {size} bytes ({:.0} KiB)\n",
