@@ -22,6 +22,7 @@ pub mod config;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 use mcpgw_core::auth::{self, Decision, DenyReason, TokenCache, VerifyError};
 use mcpgw_core::identity::{self, Identity};
@@ -45,6 +46,8 @@ const MAX_NEW_STREAMS: usize = 1024;
 #[derive(Debug)]
 struct Worker {
     config: Config,
+    /// The shared-data keys of a remote key source, made once.
+    shared: Option<Rc<SharedKeys>>,
     keys: KeySet,
     /// The CAS of the shared-data JWKS the keys came from.
     keys_cas: Option<u32>,
@@ -110,9 +113,14 @@ impl Worker {
             KeySource::Inline(keys) => keys.clone(),
             KeySource::Remote(_) => KeySet::default(),
         };
+        let shared = match &config.keys {
+            KeySource::Remote(r) => Some(Rc::new(SharedKeys::new(r))),
+            KeySource::Inline(_) => None,
+        };
         Worker {
             cache: TokenCache::new(config.cache_entries),
             config,
+            shared,
             keys,
             keys_cas: None,
             fetched_at_ms: 0,
@@ -123,10 +131,10 @@ impl Worker {
         }
     }
 
-    fn remote(&self) -> Option<(&Remote, SharedKeys)> {
-        match &self.config.keys {
-            KeySource::Remote(r) => Some((r, SharedKeys::new(r))),
-            KeySource::Inline(_) => None,
+    fn remote(&self) -> Option<(&Remote, Rc<SharedKeys>)> {
+        match (&self.config.keys, &self.shared) {
+            (KeySource::Remote(r), Some(shared)) => Some((r, shared.clone())),
+            _ => None,
         }
     }
 
