@@ -145,6 +145,82 @@ fn head<'a>(path: &'a str, authorization: Option<&'a str>) -> Vec<(&'a str, &'a 
     h
 }
 
+/// The probe's work per listener, and what the report calls it.
+const PROBES: [(&str, &str); 3] = [
+    (
+        "clock 0",
+        "two VM entries per request (the least a filter pays)",
+    ),
+    ("clock 50", "+ 50 host calls returning a value"),
+    ("header 50", "+ 50 header reads (host call + VM entry each)"),
+];
+
+/// An `http_filters` entry loading the probe module (`$MCPGW_PROBE_WASM`; `make bench-jwt`
+/// builds it) with `work`.
+fn probe_filter(work: &str) -> Value {
+    let module = std::env::var_os("MCPGW_PROBE_WASM").map_or_else(
+        || mcpgw_testkit::workspace_root().join("target/wasm32-wasip1/wasm/mcpgw_probe.wasm"),
+        std::path::PathBuf::from,
+    );
+    assert!(
+        module.exists(),
+        "{} is missing: `make bench-jwt` builds it",
+        module.display()
+    );
+    json!({
+        "name": "mcpgw.probe",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "root_id": "probe",
+                "vm_config": {
+                    "vm_id": work,
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": { "local": { "filename": module } }
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": work
+                }
+            }
+        }
+    })
+}
+
+/// The proxy-wasm path's own cost in this Envoy: CPU per request (from req/s at 32
+/// connections, one worker) of the probe's listeners over the listener without a filter.
+fn probe_costs(probes: &[(&str, u16)], none: u16, rounds: usize, secs: u64) -> String {
+    let ports: Vec<u16> = [none]
+        .into_iter()
+        .chain(probes.iter().map(|p| p.1))
+        .collect();
+    let measured = round_robin(rounds, &ports, |port| wrk(port, "-", 32, secs));
+    let per_request = |m: &Measure| 1e6 / m.rps;
+    let mut report = String::from(
+        "the proxy-wasm path itself (filters/probe), 32 connections, µs of the worker per request:",
+    );
+    let floor = per_request(&measured[0]);
+    let entries = per_request(&measured[1]);
+    for ((_, label), m) in PROBES.iter().zip(&measured[1..]) {
+        let _ = write!(
+            report,
+            "\n  {label:<54} {:>7.0} req/s  {:+6.1} µs over no filter",
+            m.rps,
+            per_request(m) - floor
+        );
+    }
+    let host_call = (per_request(&measured[2]) - entries) / 50.0;
+    let header_read = (per_request(&measured[3]) - entries) / 50.0;
+    let _ = write!(
+        report,
+        "\n  so: a host call ~{host_call:.2} µs; a VM entry (a header read's answer re-enters the VM) \
+         ~{:.2} µs; a filter's fixed cost per request (its stream context and two VM entries) ~{:.1} µs",
+        header_read - host_call,
+        entries - floor,
+    );
+    report
+}
+
 /// One `wrk` measurement.
 struct Measure {
     rps: f64,
@@ -256,6 +332,15 @@ fn main() {
         listeners.push(listener(name, port, filters, vec![fixed_response()]));
         ports.push((*name, port, filter.is_some() && *name != "mcpgw-floor"));
     }
+    // The probe (filters/probe): what the proxy-wasm path itself costs, beside no filter at all.
+    let probes: Vec<(&str, u16)> = PROBES
+        .iter()
+        .map(|(work, _)| (*work, free_port()))
+        .collect();
+    for (work, port) in &probes {
+        let filters = vec![probe_filter(work), router()];
+        listeners.push(listener(work, *port, filters, vec![fixed_response()]));
+    }
     let envoy = Envoy::start(&bootstrap(admin, listeners, vec![]), admin, 1);
 
     // Every authenticated listener refuses a request without a token and accepts the token.
@@ -338,6 +423,11 @@ fn main() {
         );
     }
 
+    let _ = writeln!(
+        report,
+        "\n{}",
+        probe_costs(&probes, ports[0].1, rounds, secs)
+    );
     let _ = writeln!(
         report,
         "\nper algorithm, no caches, 1 connection (p50 over no auth = one signature check + claims)"
