@@ -34,13 +34,6 @@ pub enum Action {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Status(pub u32);
 
-impl Status {
-    /// The key or context is not there.
-    pub const NOT_FOUND: Status = Status(1);
-    /// A compare-and-swap write lost to another writer.
-    pub const CAS_MISMATCH: Status = Status(8);
-}
-
 fn check(status: u32) -> Result<(), Status> {
     if status == 0 {
         Ok(())
@@ -280,11 +273,6 @@ impl Headers {
         Some(spans)
     }
 
-    /// Every (name, value), in order; names as the host keeps them (lowercase in Envoy).
-    pub fn iter(&self) -> impl Iterator<Item = (Cow<'_, str>, Cow<'_, str>)> {
-        self.raw().map(|(name, value)| (text(name), text(value)))
-    }
-
     /// The first value of `name` (lowercase).
     pub fn get(&self, name: &str) -> Option<Cow<'_, str>> {
         self.spans
@@ -293,7 +281,8 @@ impl Headers {
             .map(|s| text(&self.bytes[s[2]..s[3]]))
     }
 
-    /// Every (name, value) as the host's bytes, for writing the map back unchanged.
+    /// Every (name, value), in order, as the host's bytes (names lowercase in Envoy); text through
+    /// [`get`](Headers::get), or written back unchanged.
     pub fn raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
         self.spans
             .iter()
@@ -539,8 +528,8 @@ mod tests {
         ];
         let headers = Headers::parse(serialize_pairs(pairs.iter().copied()));
         let read: Vec<(String, String)> = headers
-            .iter()
-            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+            .raw()
+            .map(|(k, v)| (text(k).into_owned(), text(v).into_owned()))
             .collect();
         let want: Vec<(String, String)> = pairs
             .iter()
@@ -563,7 +552,7 @@ mod tests {
             vec![1, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0, 0, b'a'],
             vec![255, 255, 255, 255],
         ] {
-            assert_eq!(Headers::parse(bytes).iter().count(), 0);
+            assert_eq!(Headers::parse(bytes).raw().count(), 0);
         }
         let mut bytes = serialize_pairs([(":path", "/mcp?")].into_iter());
         let at = bytes.len() - 2;
