@@ -435,6 +435,21 @@ pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) {
     };
 }
 
+/// Fails closed: answers the current request 500 (`{"error":"server_error"}`) and holds it. For a
+/// callback the module has no state to decide with (a context it does not know, a root without
+/// configuration, which Envoy does not run).
+pub fn refuse_undecidable() -> Action {
+    send_response(
+        500,
+        &[
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+        ],
+        br#"{"error":"server_error"}"#,
+    );
+    Action::Pause
+}
+
 /// Starts an HTTP call-out to an Envoy `cluster`; its answer comes to
 /// `proxy_on_http_call_response` of the current context with the returned token.
 pub fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> Result<u32, Status> {

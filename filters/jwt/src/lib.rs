@@ -109,13 +109,9 @@ fn claim(key: &str, now: u64, min_gap_ms: u64, stamp: u64) -> bool {
 
 impl Worker {
     fn new(config: Config) -> Worker {
-        let keys = match &config.keys {
-            KeySource::Inline(keys) => keys.clone(),
-            KeySource::Remote(_) => KeySet::default(),
-        };
-        let shared = match &config.keys {
-            KeySource::Remote(r) => Some(Rc::new(SharedKeys::new(r))),
-            KeySource::Inline(_) => None,
+        let (keys, shared) = match &config.keys {
+            KeySource::Inline(keys) => (keys.clone(), None),
+            KeySource::Remote(r) => (KeySet::default(), Some(Rc::new(SharedKeys::new(r)))),
         };
         Worker {
             cache: TokenCache::new(config.cache_entries),
@@ -351,7 +347,7 @@ impl JwtRoot {
     }
 
     /// Starts a JWKS fetch from this root context (so its answer comes here even if the request
-    /// that caused it is gone), then acts for `stream` again.
+    /// that caused it is gone); from a request's callback, `stream` is made current again after.
     fn start_fetch(&mut self, stream: Option<u32>) -> bool {
         let Some(fetch) = self
             .worker
@@ -527,7 +523,7 @@ impl JwtRoot {
     fn request_headers(&mut self, stream: u32) -> Action {
         let headers = abi::headers(Map::RequestHeaders);
         let Some(w) = self.worker.as_ref() else {
-            return refuse_undecidable();
+            return abi::refuse_undecidable();
         };
         let config = &w.config;
         let path = headers.get(":path").unwrap_or_default();
@@ -563,7 +559,7 @@ impl JwtRoot {
                     Action::Pause
                 }
             }
-            None => refuse_undecidable(),
+            None => abi::refuse_undecidable(),
         }
     }
 }
@@ -583,13 +579,6 @@ fn forward(headers: &Headers, identity: Option<&Identity>, keep_authorization: b
     let kept = headers.raw().filter(|(name, _)| !drop(name));
     let added = added.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
     let _ = abi::set_headers(Map::RequestHeaders, kept.chain(added));
-}
-
-/// Fails closed: a request this filter cannot decide (Envoy runs no filter whose configuration
-/// failed, so this does not happen) is refused.
-fn refuse_undecidable() -> Action {
-    send_json(500, &[], br#"{"error":"server_error"}"#, false);
-    Action::Pause
 }
 
 fn send_json(status: u32, extra: &[(&str, &str)], body: &[u8], head: bool) {
@@ -708,7 +697,7 @@ mod exports {
     pub extern "C" fn proxy_on_request_headers(stream: u32, _: usize, _: u32) -> u32 {
         with_root(stream, true, |r| r.request_headers(stream)).unwrap_or_else(|| {
             log::error!("#{stream} request without a root context; refusing it");
-            refuse_undecidable()
+            abi::refuse_undecidable()
         }) as u32
     }
 }

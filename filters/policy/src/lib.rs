@@ -482,12 +482,7 @@ fn on_stream(id: u32, f: impl FnOnce(&mut PolicyStream) -> Action) -> u32 {
     let action = CONTEXTS.with_borrow_mut(|c| c.streams.get_mut(&id).map(f));
     action.unwrap_or_else(|| {
         log::error!("#{id} request without policy state; refusing it");
-        abi::send_response(
-            500,
-            &[("content-type", "application/json")],
-            br#"{"error":"server_error"}"#,
-        );
-        Action::Pause
+        abi::refuse_undecidable()
     }) as u32
 }
 
