@@ -150,7 +150,7 @@ fn identity_headers_carry_the_claims() {
         headers
             .iter()
             .find(|(k, _)| *k == n)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     };
     assert_eq!(get(crate::identity::SUBJECT), Some("github:1"));
     assert_eq!(get(crate::identity::USER), Some("octo"));

@@ -3,6 +3,8 @@
 //! MCP servers read them. Any header starting with [`HEADER_PREFIX`] that a client sends is removed
 //! before these are set, so they cannot be spoofed.
 
+use std::borrow::Cow;
+
 use crate::claims::AccessTokenClaims;
 
 /// Every identity header starts with this; client-sent headers with it are stripped.
@@ -73,18 +75,16 @@ impl Identity {
 
     /// The identity headers to add to the upstream request; absent or empty values are left out.
     /// Values are made header-safe (control characters, which cannot appear in a header value,
-    /// are dropped).
-    pub fn headers(&self) -> Vec<(&'static str, String)> {
-        let groups = self.groups.join(",");
-        let scopes = self.scopes.join(" ");
+    /// are dropped); a value that already is one is borrowed, not copied.
+    pub fn headers(&self) -> Vec<(&'static str, Cow<'_, str>)> {
         let values = [
-            Some(self.subject.as_str()),
-            self.user.as_deref(),
-            self.email.as_deref(),
-            Some(groups.as_str()),
-            Some(self.client_id.as_str()),
-            Some(scopes.as_str()),
-            Some(self.resource.as_str()),
+            Some(Cow::Borrowed(self.subject.as_str())),
+            self.user.as_deref().map(Cow::Borrowed),
+            self.email.as_deref().map(Cow::Borrowed),
+            Some(Cow::Owned(self.groups.join(","))),
+            Some(Cow::Borrowed(self.client_id.as_str())),
+            Some(Cow::Owned(self.scopes.join(" "))),
+            Some(Cow::Borrowed(self.resource.as_str())),
         ];
         ALL_HEADERS
             .into_iter()
@@ -97,11 +97,11 @@ impl Identity {
     }
 }
 
-/// `value` without control characters (which cannot appear in a header value); one copy.
-fn header_safe(value: &str) -> String {
+/// `value` without control characters (which cannot appear in a header value).
+fn header_safe(value: Cow<'_, str>) -> Cow<'_, str> {
     if value.chars().any(char::is_control) {
-        value.chars().filter(|c| !c.is_control()).collect()
+        Cow::Owned(value.chars().filter(|c| !c.is_control()).collect())
     } else {
-        value.to_owned()
+        value
     }
 }

@@ -6,7 +6,8 @@
 //! hands back (through `proxy_on_memory_allocate`, another entry) costs microseconds under V8.
 //! A filter built on this crate exports only the callbacks it implements (it writes them with
 //! `#[unsafe(no_mangle)]`, calling into its own state), reads all request headers with one call
-//! ([`headers`]) and writes them back with one ([`set_headers`]).
+//! ([`headers`]) and changes only the headers it must ([`add_header`], [`remove_header`]): Envoy
+//! rebuilds a whole header map when it is replaced, which costs more than a few calls.
 //!
 //! This crate exports the two functions every module needs: `proxy_abi_version_0_2_1` and
 //! `proxy_on_memory_allocate`. Everything else is a thin, safe wrapper over one host import.
@@ -100,7 +101,6 @@ unsafe extern "C" {
         len: usize,
     ) -> u32;
     fn proxy_get_header_map_pairs(map: u32, data: *mut *mut u8, len: *mut usize) -> u32;
-    fn proxy_set_header_map_pairs(map: u32, data: *const u8, len: usize) -> u32;
     fn proxy_get_header_map_value(
         map: u32,
         key: *const u8,
@@ -108,7 +108,7 @@ unsafe extern "C" {
         value: *mut *mut u8,
         value_len: *mut usize,
     ) -> u32;
-    fn proxy_replace_header_map_value(
+    fn proxy_add_header_map_value(
         map: u32,
         key: *const u8,
         key_len: usize,
@@ -282,8 +282,8 @@ impl Headers {
     }
 
     /// Every (name, value), in order, as the host's bytes (names lowercase in Envoy); text through
-    /// [`get`](Headers::get), or written back unchanged.
-    pub fn raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone {
+    /// [`get`](Headers::get).
+    pub fn raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.spans
             .iter()
             .map(|s| (&self.bytes[s[0]..s[1]], &self.bytes[s[2]..s[3]]))
@@ -305,25 +305,23 @@ fn text(bytes: &[u8]) -> Cow<'_, str> {
 }
 
 /// Serialises (name, value) pairs as the ABI's maps are.
-fn serialize_pairs<K, V>(pairs: impl Iterator<Item = (K, V)> + Clone) -> Vec<u8>
-where
-    K: AsRef<[u8]>,
-    V: AsRef<[u8]>,
-{
-    let (count, size) = pairs.clone().fold((0u32, 4), |(n, size), (k, v)| {
-        (n + 1, size + 10 + k.as_ref().len() + v.as_ref().len())
-    });
+fn serialize_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let size = pairs
+        .iter()
+        .map(|(k, v)| 10 + k.len() + v.len())
+        .sum::<usize>()
+        + 4;
     let mut out = Vec::with_capacity(size);
-    out.extend_from_slice(&count.to_le_bytes());
-    let len = |s: &[u8]| u32::try_from(s.len()).unwrap_or(u32::MAX).to_le_bytes();
-    for (k, v) in pairs.clone() {
-        out.extend_from_slice(&len(k.as_ref()));
-        out.extend_from_slice(&len(v.as_ref()));
+    let len = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+    out.extend_from_slice(&len(pairs.len()));
+    for (k, v) in pairs {
+        out.extend_from_slice(&len(k.len()));
+        out.extend_from_slice(&len(v.len()));
     }
     for (k, v) in pairs {
-        out.extend_from_slice(k.as_ref());
+        out.extend_from_slice(k.as_bytes());
         out.push(0);
-        out.extend_from_slice(v.as_ref());
+        out.extend_from_slice(v.as_bytes());
         out.push(0);
     }
     out
@@ -336,20 +334,6 @@ pub fn headers(map: Map) -> Headers {
     Headers::parse(bytes.unwrap_or_default())
 }
 
-/// Replaces the whole of `map` by `pairs`, in one host call.
-pub fn set_headers<K, V>(
-    map: Map,
-    pairs: impl Iterator<Item = (K, V)> + Clone,
-) -> Result<(), Status>
-where
-    K: AsRef<[u8]>,
-    V: AsRef<[u8]>,
-{
-    let bytes = serialize_pairs(pairs);
-    // SAFETY: the pointer and length describe `bytes`.
-    check(unsafe { proxy_set_header_map_pairs(map as u32, bytes.as_ptr(), bytes.len()) })
-}
-
 /// One header of `map` (the first value), lossily as text.
 pub fn header(map: Map, name: &str) -> Option<String> {
     // SAFETY: the key pointer and length describe `name`; `fetch` passes valid out-pointers.
@@ -359,21 +343,24 @@ pub fn header(map: Map, name: &str) -> Option<String> {
     Some(text(&bytes).into_owned())
 }
 
-/// Sets header `name` of `map` to `value`, or removes it with `None`.
-pub fn set_header(map: Map, name: &str, value: Option<&str>) {
+/// Adds a value of header `name` to `map` (after any it already has).
+pub fn add_header(map: Map, name: &str, value: &str) {
     // SAFETY: the pointers and lengths describe `name` and `value`.
     let _ = unsafe {
-        match value {
-            Some(v) => proxy_replace_header_map_value(
-                map as u32,
-                name.as_ptr(),
-                name.len(),
-                v.as_ptr(),
-                v.len(),
-            ),
-            None => proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()),
-        }
+        proxy_add_header_map_value(
+            map as u32,
+            name.as_ptr(),
+            name.len(),
+            value.as_ptr(),
+            value.len(),
+        )
     };
+}
+
+/// Removes every value of header `name` from `map`.
+pub fn remove_header(map: Map, name: &[u8]) {
+    // SAFETY: the pointer and length describe `name`.
+    let _ = unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) };
 }
 
 /// Sets the property at `path` (segments joined as the ABI wants) for the current stream, e.g.
@@ -419,7 +406,7 @@ pub fn resume_request() {
 
 /// Answers the current stream locally with `status`, `headers` and `body`.
 pub fn send_response(status: u32, headers: &[(&str, &str)], body: &[u8]) {
-    let headers = serialize_pairs(headers.iter().copied());
+    let headers = serialize_pairs(headers);
     // SAFETY: the pointers and lengths describe `body` and `headers`; no details.
     let _ = unsafe {
         proxy_send_local_response(
@@ -453,8 +440,8 @@ pub fn refuse_undecidable() -> Action {
 /// Starts an HTTP call-out to an Envoy `cluster`; its answer comes to
 /// `proxy_on_http_call_response` of the current context with the returned token.
 pub fn http_call(cluster: &str, headers: &[(&str, &str)], timeout_ms: u32) -> Result<u32, Status> {
-    let headers = serialize_pairs(headers.iter().copied());
-    let trailers = serialize_pairs(std::iter::empty::<(&str, &str)>());
+    let headers = serialize_pairs(headers);
+    let trailers = serialize_pairs(&[]);
     let mut token = 0;
     // SAFETY: the pointers and lengths describe `cluster`, `headers` and `trailers`; no body;
     // `token` is a valid out-pointer.
@@ -541,7 +528,7 @@ mod tests {
             ("x-empty", ""),
             ("authorization", "Bearer a.b.c"),
         ];
-        let headers = Headers::parse(serialize_pairs(pairs.iter().copied()));
+        let headers = Headers::parse(serialize_pairs(&pairs));
         let read: Vec<(String, String)> = headers
             .raw()
             .map(|(k, v)| (text(k).into_owned(), text(v).into_owned()))
@@ -569,7 +556,7 @@ mod tests {
         ] {
             assert_eq!(Headers::parse(bytes).raw().count(), 0);
         }
-        let mut bytes = serialize_pairs([(":path", "/mcp?")].into_iter());
+        let mut bytes = serialize_pairs(&[(":path", "/mcp?")]);
         let at = bytes.len() - 2;
         bytes[at] = 0xff;
         let headers = Headers::parse(bytes);

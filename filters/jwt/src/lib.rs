@@ -566,19 +566,22 @@ impl JwtRoot {
 
 /// Sends the request on with the identity headers (none without an identity), after removing
 /// any the client sent (no spoofing: they only ever come from this filter) and, unless kept,
-/// the `Authorization` header. One host call, and none when nothing changes.
+/// the `Authorization` header. One host call per header removed or added: Envoy rebuilds the
+/// whole map when it is replaced, which costs more.
 fn forward(headers: &Headers, identity: Option<&Identity>, keep_authorization: bool) {
     let drop = |name: &[u8]| {
         identity::is_identity_header(name)
             || (!keep_authorization && name.eq_ignore_ascii_case(b"authorization"))
     };
-    let added = identity.map(Identity::headers).unwrap_or_default();
-    if added.is_empty() && !headers.raw().any(|(name, _)| drop(name)) {
-        return;
+    for (i, (name, _)) in headers.raw().enumerate() {
+        // A name sent twice is removed once (removing takes every value).
+        if drop(name) && !headers.raw().take(i).any(|(earlier, _)| earlier == name) {
+            abi::remove_header(Map::RequestHeaders, name);
+        }
     }
-    let kept = headers.raw().filter(|(name, _)| !drop(name));
-    let added = added.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
-    let _ = abi::set_headers(Map::RequestHeaders, kept.chain(added));
+    for (name, value) in identity.map(Identity::headers).unwrap_or_default() {
+        abi::add_header(Map::RequestHeaders, name, &value);
+    }
 }
 
 fn send_json(status: u32, extra: &[(&str, &str)], body: &[u8], head: bool) {

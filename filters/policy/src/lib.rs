@@ -272,15 +272,17 @@ impl PolicyStream {
     }
 
     /// Names the matched server for the router (replacing any client value) and asks the
-    /// upstream for an uncompressed answer (a compressed list could not be filtered): the
-    /// request `headers` written back in one call.
+    /// upstream for an uncompressed answer (a compressed list could not be filtered): only the
+    /// headers that change, one host call each.
     fn route(headers: &Headers, server: Option<&str>) {
-        let kept = headers.raw().filter(|(name, _)| {
-            !name.eq_ignore_ascii_case(SERVER_HEADER.as_bytes())
-                && !name.eq_ignore_ascii_case(b"accept-encoding")
-        });
-        let server = server.map(|s| (SERVER_HEADER.as_bytes(), s.as_bytes()));
-        let _ = abi::set_headers(Map::RequestHeaders, kept.chain(server));
+        for name in [SERVER_HEADER, "accept-encoding"] {
+            if headers.get(name).is_some() {
+                abi::remove_header(Map::RequestHeaders, name.as_bytes());
+            }
+        }
+        if let Some(server) = server {
+            abi::add_header(Map::RequestHeaders, SERVER_HEADER, server);
+        }
     }
 
     /// Rewrites a buffered list response; `None` when it cannot be filtered.
@@ -428,7 +430,7 @@ impl PolicyStream {
         }
         // The body changes size. Envoy would stop all processing if the headers paused, so
         // they go on now (chunked) and the body is held until it is rewritten.
-        abi::set_header(Map::ResponseHeaders, "content-length", None);
+        abi::remove_header(Map::ResponseHeaders, b"content-length");
         Action::Continue
     }
 
