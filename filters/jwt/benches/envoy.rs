@@ -13,6 +13,9 @@
 //!
 //! First, the module's own work: wasm instructions per request through the wasmtime test host
 //! (`mcpgw-wasmhost`), for a request it does not protect, one without a token, and a cached token.
+//! Then what the proxy-wasm path itself costs (`filters/probe`), and each filter's own cost per
+//! cached request measured in chains of ten equal filters (ours, `jwt_authn`, and the probe doing
+//! nothing or one header read), which puts a filter's few µs well above this machine's noise.
 //!
 //! Rows that are compared are measured round-robin, several rounds each, and every row keeps its
 //! median round: a burst of load elsewhere on the machine then skews one round of every row
@@ -75,10 +78,11 @@ fn native_filter(jwks: &str, cache: bool) -> Value {
     })
 }
 
-/// Our module with inline keys; `cache_entries: 0` turns its token cache off. With `protect`
-/// false the benchmark path matches no resource: what the module costs before any token work.
-fn wasm_filter(vm_id: &str, jwks: &str, cache: bool, protect: bool) -> Value {
-    let config = json!({
+/// Our module's configuration with inline keys; `cache_entries: 0` turns its token cache off.
+/// With `protect` false the benchmark path matches no resource: what the module costs before any
+/// token work.
+fn wasm_config(jwks: &str, cache: bool, protect: bool) -> Value {
+    json!({
         "issuer": ISSUER,
         "resources": [{
             "canonical_url": AUDIENCE,
@@ -87,18 +91,13 @@ fn wasm_filter(vm_id: &str, jwks: &str, cache: bool, protect: bool) -> Value {
         }],
         "jwks": { "inline": serde_json::from_str::<Value>(jwks).unwrap() },
         "cache_entries": if cache { 4096 } else { 0 }
-    });
-    jwt_filter(vm_id, &config)
+    })
 }
 
 /// Wasm instructions (wasmtime fuel) per request of the module's own work, as a report line each.
 fn instructions(jwks: &str, token: &str) -> String {
     let plugin = Plugin::load(&wasm_path()).unwrap();
-    let config =
-        wasm_filter("fuel", jwks, true, true)["typed_config"]["config"]["configuration"]["value"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+    let config = wasm_config(jwks, true, true).to_string();
     let mut vm = Vm::start(&plugin, &Shared::default(), config.as_bytes()).unwrap();
     assert!(vm.configured, "{:?}", vm.logs());
     let bearer = format!("Bearer {token}");
@@ -221,6 +220,38 @@ fn probe_costs(probes: &[(&str, u16)], none: u16, rounds: usize, secs: u64) -> S
     report
 }
 
+/// How many equal filters the per-filter comparison chains: each one's cost shows ten times over,
+/// well above the noise of one filter on a shared machine.
+const CHAIN: usize = 10;
+
+/// The per-filter comparison: what each filter in a chain of [`CHAIN`] costs per request (32
+/// connections, µs of the worker: the chain's cost over no filter, divided by its length).
+fn chain_costs(chains: &[(&str, u16)], none: u16, rounds: usize, secs: u64, token: &str) -> String {
+    let ports: Vec<u16> = [none]
+        .into_iter()
+        .chain(chains.iter().map(|c| c.1))
+        .collect();
+    let measured = round_robin(rounds, &ports, |port| wrk(port, token, 32, secs));
+    let per_filter: Vec<f64> = measured[1..]
+        .iter()
+        .map(|m| (1e6 / m.rps - 1e6 / measured[0].rps) / CHAIN as f64)
+        .collect();
+    let mut report = format!(
+        "per filter, in chains of {CHAIN} equal filters (32 connections; µs of the worker per request):"
+    );
+    for ((label, _), cost) in chains.iter().zip(&per_filter) {
+        let _ = write!(report, "\n  {label:<58} {cost:>5.1} µs");
+    }
+    let _ = write!(
+        report,
+        "\n  so mcpgw costs x{:.2} of jwt_authn per cached request; the bare proxy-wasm path with one \
+         header read alone is x{:.2}",
+        per_filter[2] / per_filter[3],
+        per_filter[1] / per_filter[3],
+    );
+    report
+}
+
 /// One `wrk` measurement.
 struct Measure {
     rps: f64,
@@ -310,17 +341,26 @@ fn main() {
         ("none", None),
         (
             "mcpgw-floor",
-            Some(wasm_filter("bench_floor", &jwks_doc, true, false)),
+            Some(jwt_filter(
+                "bench_floor",
+                &wasm_config(&jwks_doc, true, false),
+            )),
         ),
         ("jwt_authn", Some(native_filter(&jwks_doc, false))),
         ("jwt_authn+cache", Some(native_filter(&jwks_doc, true))),
         (
             "mcpgw",
-            Some(wasm_filter("bench_nocache", &jwks_doc, false, true)),
+            Some(jwt_filter(
+                "bench_nocache",
+                &wasm_config(&jwks_doc, false, true),
+            )),
         ),
         (
             "mcpgw+cache",
-            Some(wasm_filter("bench_cache", &jwks_doc, true, true)),
+            Some(jwt_filter(
+                "bench_cache",
+                &wasm_config(&jwks_doc, true, true),
+            )),
         ),
     ];
     let admin = free_port();
@@ -341,7 +381,51 @@ fn main() {
         let filters = vec![probe_filter(work), router()];
         listeners.push(listener(work, *port, filters, vec![fixed_response()]));
     }
+    // Chains of equal filters (chain_costs): ours and jwt_authn each keep the token for the next.
+    let mut chained = wasm_config(&jwks_doc, true, true);
+    chained["forward_authorization"] = json!(true);
+    let mut native_chained = native_filter(&jwks_doc, true);
+    native_chained["typed_config"]["providers"]["mcpgw"]["forward"] = json!(true);
+    let chains: Vec<(&str, u16, Value)> = [
+        (
+            "a proxy-wasm filter doing nothing (probe, two VM entries)",
+            probe_filter("clock 0"),
+        ),
+        (
+            "+ one header read (a host call and its VM entry)",
+            probe_filter("header 1"),
+        ),
+        ("mcpgw, cached token", jwt_filter("bench_chain", &chained)),
+        ("jwt_authn, cached token", native_chained),
+    ]
+    .into_iter()
+    .map(|(label, filter)| (label, free_port(), filter))
+    .collect();
+    for (i, (_, port, filter)) in chains.iter().enumerate() {
+        let filters = std::iter::repeat_n(filter.clone(), CHAIN)
+            .chain([router()])
+            .collect();
+        listeners.push(listener(
+            &format!("chain{i}"),
+            *port,
+            filters,
+            vec![fixed_response()],
+        ));
+    }
     let envoy = Envoy::start(&bootstrap(admin, listeners, vec![]), admin, 1);
+    for (label, port, _) in &chains {
+        let ok = send(
+            *port,
+            "GET",
+            PATH,
+            &[("authorization", &format!("Bearer {es256}"))],
+        );
+        assert_eq!(ok.status, 200, "{label}: {ok:?}");
+    }
+    for (label, port, _) in &chains[2..] {
+        let denied = send(*port, "GET", PATH, &[]);
+        assert_eq!(denied.status, 401, "{label}: {denied:?}");
+    }
 
     // Every authenticated listener refuses a request without a token and accepts the token.
     for (name, port, auth) in &ports {
@@ -427,6 +511,12 @@ fn main() {
         report,
         "\n{}",
         probe_costs(&probes, ports[0].1, rounds, secs)
+    );
+    let chain_ports: Vec<(&str, u16)> = chains.iter().map(|(l, p, _)| (*l, *p)).collect();
+    let _ = writeln!(
+        report,
+        "\n{}",
+        chain_costs(&chain_ports, ports[0].1, rounds, secs, es256)
     );
     let _ = writeln!(
         report,
