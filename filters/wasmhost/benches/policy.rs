@@ -5,8 +5,9 @@
 //!    allowed call, a denied call, and a `tools/list` whose 50-entry answer is filtered.
 //! 3. Through real Envoy, side by side in one run: the same upstream behind Envoy with the JWT
 //!    filter only, and with the JWT filter + the policy filter; wrk measures requests/s and p50
-//!    at 1 and 8 connections; the report gives the ratio and the p50 the policy filter adds
-//!    (target: under 20 µs).
+//!    at 1 and 8 connections, and each Envoy's CPU per request (schedstat, all threads: the
+//!    steadiest of the three on a shared machine); the report gives the ratio, the p50 the
+//!    policy filter adds (target: under 20 µs) and the CPU it adds.
 //!
 //! `MCPGW_BENCH_SECONDS` sets each wrk run's length (default 5).
 
@@ -147,8 +148,10 @@ fn wasmtime_costs(module: &std::path::Path) {
     }
 }
 
-/// A wrk run's requests/s and p50 (µs).
-fn wrk(port: u16, token: &str, connections: u32, seconds: u64) -> (f64, f64) {
+/// One wrk run: requests/s, p50 (µs), and the µs of CPU the gateway's Envoy (`pid`, all its
+/// threads) spent per request.
+fn wrk(pid: u32, port: u16, token: &str, connections: u32, seconds: u64) -> Run {
+    let cpu_before = cpu_ns(pid);
     let script = scratch_dir().join(format!("{}.lua", unique("policy-wrk")));
     let lua = format!(
         "wrk.method = \"POST\"\nwrk.body = [[{}]]\nwrk.headers[\"Content-Type\"] = \"application/json\"\n\
@@ -178,10 +181,37 @@ fn wrk(port: u16, token: &str, connections: u32, seconds: u64) -> (f64, f64) {
         .lines()
         .find_map(|l| l.trim().strip_prefix("50%"))
         .map(|v| micros(v.trim()));
-    match (rps, p50) {
-        (Some(rps), Some(p50)) => (rps, p50),
+    let requests = text
+        .lines()
+        .find_map(|l| l.trim().split_once(" requests in"))
+        .and_then(|(n, _)| n.trim().parse::<f64>().ok());
+    match (rps, p50, requests) {
+        (Some(rps), Some(p50), Some(requests)) => Run {
+            rps,
+            p50,
+            cpu_us: (cpu_ns(pid) - cpu_before) as f64 / 1e3 / requests,
+        },
         _ => panic!("cannot read wrk's output:\n{text}"),
     }
+}
+
+/// A wrk run's figures.
+#[derive(Clone, Copy)]
+struct Run {
+    rps: f64,
+    p50: f64,
+    cpu_us: f64,
+}
+
+/// CPU time (ns) that process `pid` has run, all threads: the kernel's schedstat, which counts
+/// the time itself rather than sampling it.
+fn cpu_ns(pid: u32) -> u64 {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("/proc is readable");
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum()
 }
 
 /// wrk's latency (`123.45us`, `1.20ms`, `1.00s`) in µs.
@@ -243,51 +273,61 @@ fn envoy_costs(seconds: u64, rounds: usize) {
             (port, envoy, token)
         })
         .collect();
-    let measure = |connections: u32| -> Vec<(f64, f64)> {
-        for (port, _, token) in &gateways {
-            wrk(*port, token, connections, 1);
+    let measure = |connections: u32| -> Vec<Run> {
+        for (port, envoy, token) in &gateways {
+            wrk(envoy.proc.pid(), *port, token, connections, 1);
         }
-        let mut runs: Vec<Vec<(f64, f64)>> = vec![Vec::new(); gateways.len()];
+        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); gateways.len()];
         for _ in 0..rounds {
-            for ((port, _, token), runs) in gateways.iter().zip(&mut runs) {
-                runs.push(wrk(*port, token, connections, seconds));
+            for ((port, envoy, token), runs) in gateways.iter().zip(&mut runs) {
+                runs.push(wrk(envoy.proc.pid(), *port, token, connections, seconds));
             }
         }
         runs.iter()
             .map(|runs| {
-                let median = |pick: fn(&(f64, f64)) -> f64| {
+                let median = |pick: fn(&Run) -> f64| {
                     let mut v: Vec<f64> = runs.iter().map(pick).collect();
                     v.sort_by(f64::total_cmp);
                     v[v.len() / 2]
                 };
-                (median(|r| r.0), median(|r| r.1))
+                Run {
+                    rps: median(|r| r.rps),
+                    p50: median(|r| r.p50),
+                    cpu_us: median(|r| r.cpu_us),
+                }
             })
             .collect()
     };
-    // (req/s, p50 µs) of [JWT only, JWT + policy], at 1 and at 8 connections.
+    // [JWT only, JWT + policy], at 1 and at 8 connections.
     let (one, eight) = (measure(1), measure(8));
     drop(gateways);
     println!(
-        "  Envoy 1.40, 1 worker, JWT filter in front, tools/call echo, wrk: median of {rounds} round-robin rounds of {seconds}s per row:"
+        "  Envoy 1.40, 1 worker, JWT filter in front, tools/call echo, wrk: median of {rounds} round-robin rounds of {seconds}s per row\n  \
+         (cpu: µs of Envoy's CPU per request, all its threads, from the kernel's schedstat):"
     );
     println!(
-        "    {:<26} {:>12} {:>10} {:>12} {:>10}",
-        "", "req/s (c=1)", "p50 (c=1)", "req/s (c=8)", "p50 (c=8)"
+        "    {:<26} {:>12} {:>10} {:>8} {:>12} {:>10} {:>8}",
+        "", "req/s (c=1)", "p50 (c=1)", "cpu", "req/s (c=8)", "p50 (c=8)", "cpu"
     );
-    for (label, ((r1, p1), (r8, p8))) in ["JWT only", "JWT + policy (50 rules)"]
+    for (label, (a, b)) in ["JWT only", "JWT + policy (50 rules)"]
         .iter()
         .zip(one.iter().zip(&eight))
     {
-        println!("    {label:<26} {r1:>12.0} {p1:>8.0}µs {r8:>12.0} {p8:>8.0}µs");
-    }
-    if let ([(r1a, p1a), (r1b, p1b)], [(r8a, p8a), (r8b, p8b)]) = (one.as_slice(), eight.as_slice())
-    {
         println!(
-            "    policy filter: req/s ratio {:.2} (c=1) {:.2} (c=8); added p50 {:.0} µs (c=1) {:.0} µs (c=8); target < 20 µs",
-            r1b / r1a,
-            r8b / r8a,
-            p1b - p1a,
-            p8b - p8a
+            "    {label:<26} {:>12.0} {:>8.0}µs {:>6.1}µs {:>12.0} {:>8.0}µs {:>6.1}µs",
+            a.rps, a.p50, a.cpu_us, b.rps, b.p50, b.cpu_us
+        );
+    }
+    if let ([jwt1, pol1], [jwt8, pol8]) = (one.as_slice(), eight.as_slice()) {
+        println!(
+            "    policy filter: req/s ratio {:.2} (c=1) {:.2} (c=8); added p50 {:.0} µs (c=1) {:.0} µs (c=8); \
+             added Envoy CPU per request {:.1} µs (c=1) {:.1} µs (c=8); target < 20 µs p50",
+            pol1.rps / jwt1.rps,
+            pol8.rps / jwt8.rps,
+            pol1.p50 - jwt1.p50,
+            pol8.p50 - jwt8.p50,
+            pol1.cpu_us - jwt1.cpu_us,
+            pol8.cpu_us - jwt8.cpu_us,
         );
     }
 }
