@@ -585,15 +585,15 @@ fn target<'a>(
     Ok((Some(name), params.arguments))
 }
 
-/// The MCP request headers, as received.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct McpHeaders {
+/// The MCP request headers, as received (borrowing the header values).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct McpHeaders<'a> {
     /// `MCP-Protocol-Version`.
-    pub protocol_version: Option<String>,
+    pub protocol_version: Option<&'a str>,
     /// `Mcp-Method` (2026-07-28).
-    pub method: Option<String>,
+    pub method: Option<&'a str>,
     /// `Mcp-Name` (2026-07-28).
-    pub name: Option<String>,
+    pub name: Option<&'a str>,
 }
 
 /// `Mcp-Method` / `Mcp-Name` disagree with the body (400, JSON-RPC [`HEADER_MISMATCH`]).
@@ -616,12 +616,11 @@ pub enum HeaderMismatch {
     Batch,
 }
 
-impl McpHeaders {
+impl McpHeaders<'_> {
     /// Whether this request is of a revision that requires `Mcp-Method` / `Mcp-Name`.
     /// Revisions are dates, so they compare as strings.
     pub fn requires_method_headers(&self) -> bool {
         self.protocol_version
-            .as_deref()
             .is_some_and(|v| v >= STATELESS_REVISION)
     }
 
@@ -636,14 +635,14 @@ impl McpHeaders {
             Body::Batch(_) => return Ok(()),
             Body::Single(m) => m,
         };
-        match (&self.method, &msg.method) {
-            (Some(h), Some(b)) if h != b => return Err(HeaderMismatch::Method),
+        match (self.method, &msg.method) {
+            (Some(h), Some(b)) if h != b.as_ref() => return Err(HeaderMismatch::Method),
             (Some(_), None) => return Err(HeaderMismatch::Method),
             (None, Some(_)) if required => return Err(HeaderMismatch::MissingMethod),
             _ => {}
         }
-        match (&self.name, &msg.name) {
-            (Some(h), Some(b)) if h != b => Err(HeaderMismatch::Name),
+        match (self.name, &msg.name) {
+            (Some(h), Some(b)) if h != b.as_ref() => Err(HeaderMismatch::Name),
             (Some(_), None) => Err(HeaderMismatch::Name),
             (None, Some(_)) if required => Err(HeaderMismatch::MissingName),
             _ => Ok(()),

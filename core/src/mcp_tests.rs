@@ -91,11 +91,13 @@ fn header_check_follows_the_revision() {
         &Limits::default(),
     )
     .unwrap();
-    let h = |v: Option<&str>, m: Option<&str>, n: Option<&str>| McpHeaders {
-        protocol_version: v.map(str::to_owned),
-        method: m.map(str::to_owned),
-        name: n.map(str::to_owned),
-    };
+    fn h<'a>(v: Option<&'a str>, m: Option<&'a str>, n: Option<&'a str>) -> McpHeaders<'a> {
+        McpHeaders {
+            protocol_version: v,
+            method: m,
+            name: n,
+        }
+    }
     let new = Some(STATELESS_REVISION);
     let cases = [
         (h(None, None, None), Ok(())),

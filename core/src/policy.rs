@@ -7,6 +7,7 @@
 //! Configuration goes `RawPolicy` (serde, JSON) → [`Policy`] (validated, compiled) and
 //! [`Policy::evaluate`] decides. Parsing bodies and headers is [`crate::mcp`]'s job.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -177,55 +178,88 @@ pub const CONDITION_VARIABLES: &[&str] = &[
 #[error("invalid policy: {}", .0.join("; "))]
 pub struct PolicyError(pub Vec<String>);
 
-/// The caller, as the JWT filter established it (`x-mcpgw-*` headers, [`crate::identity`]).
-/// Unlike [`crate::identity::Identity`] every field may be absent: a route without the JWT
-/// filter has an anonymous caller.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Caller {
+/// The caller, as the JWT filter established it (`x-mcpgw-*` headers, [`crate::identity`]),
+/// borrowing the header values. Unlike [`crate::identity::Identity`] every field may be absent: a
+/// route without the JWT filter has an anonymous caller.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Caller<'a> {
     /// `x-mcpgw-subject`.
-    pub subject: Option<String>,
+    pub subject: Option<&'a str>,
     /// `x-mcpgw-user`.
-    pub user: Option<String>,
+    pub user: Option<&'a str>,
     /// `x-mcpgw-email`.
-    pub email: Option<String>,
+    pub email: Option<&'a str>,
     /// `x-mcpgw-groups`, split on commas.
-    pub groups: Vec<String>,
+    pub groups: List<'a>,
     /// `x-mcpgw-scopes`, split on spaces.
-    pub scopes: Vec<String>,
+    pub scopes: List<'a>,
     /// `x-mcpgw-client-id`.
-    pub client_id: Option<String>,
+    pub client_id: Option<&'a str>,
 }
 
-impl Caller {
+impl<'a> Caller<'a> {
     /// Builds the caller from the `x-mcpgw-*` header values (`get` returns a header's value).
-    pub fn from_headers(get: impl Fn(&str) -> Option<String>) -> Self {
-        let list = |v: Option<String>, sep: char| -> Vec<String> {
-            v.map(|s| {
-                s.split(sep)
-                    .map(str::trim)
-                    .filter(|x| !x.is_empty())
-                    .map(str::to_owned)
-                    .collect()
-            })
-            .unwrap_or_default()
-        };
-        let nonempty = |v: Option<String>| v.filter(|s| !s.is_empty());
+    pub fn from_headers(get: impl Fn(&str) -> Option<&'a str>) -> Self {
+        let nonempty = |v: Option<&'a str>| v.filter(|s| !s.is_empty());
         Self {
             subject: nonempty(get(identity::SUBJECT)),
             user: nonempty(get(identity::USER)),
             email: nonempty(get(identity::EMAIL)),
-            groups: list(get(identity::GROUPS), ','),
-            scopes: list(get(identity::SCOPES), ' '),
+            groups: List::new(get(identity::GROUPS).unwrap_or_default(), ','),
+            scopes: List::new(get(identity::SCOPES).unwrap_or_default(), ' '),
             client_id: nonempty(get(identity::CLIENT_ID)),
         }
     }
 }
 
+/// A list header value, read in place: items separated by one character, trimmed, empty ones
+/// dropped (`"a, a/b,,"` holds `a` and `a/b`).
+#[derive(Clone, Copy, Default)]
+pub struct List<'a> {
+    raw: &'a str,
+    separator: char,
+}
+
+impl<'a> List<'a> {
+    /// The list in `raw`, items separated by `separator`.
+    pub fn new(raw: &'a str, separator: char) -> Self {
+        Self { raw, separator }
+    }
+
+    /// The items, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        self.raw
+            .split(self.separator)
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+    }
+
+    /// Whether `item` is one of the items.
+    pub fn contains(&self, item: &str) -> bool {
+        self.iter().any(|x| x == item)
+    }
+}
+
+impl fmt::Debug for List<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+/// Lists are equal when they hold the same items, however written.
+impl PartialEq for List<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for List<'_> {}
+
 /// One authorization question.
 #[derive(Debug, Clone, Copy)]
 pub struct Request<'a> {
     /// The caller.
-    pub caller: &'a Caller,
+    pub caller: &'a Caller<'a>,
     /// The server's name (from [`Policy::server_for`]).
     pub server: &'a str,
     /// The MCP method (or `http:GET`, `http:DELETE`, `response`).
@@ -350,16 +384,32 @@ struct Unchecked {
 impl Rule {
     /// Whether the caller-only fields match: identity required, subjects, users, client ids,
     /// groups, scopes.
-    fn matches_caller(&self, id: &Caller) -> bool {
-        (self.anonymous || id.subject.is_some())
-            && in_set(&self.subjects, id.subject.as_deref())
-            && in_set(&self.users, id.user.as_deref())
-            && in_set(&self.client_ids, id.client_id.as_deref())
+    fn matches_caller(&self, id: &Caller<'_>) -> bool {
+        self.matches_identity(id)
             && self
                 .groups
                 .as_ref()
                 .is_none_or(|g| id.groups.iter().any(|x| g.contains(x)))
             && self.scopes.iter().all(|s| id.scopes.contains(s))
+    }
+
+    /// [`Rule::matches_caller`] with the caller's groups and scopes already split, for a
+    /// caller that many rules are matched against.
+    fn matches_split_caller(&self, id: &Caller<'_>, groups: &[&str], scopes: &[&str]) -> bool {
+        self.matches_identity(id)
+            && self
+                .groups
+                .as_ref()
+                .is_none_or(|g| groups.iter().any(|x| g.contains(*x)))
+            && self.scopes.iter().all(|s| scopes.contains(&s.as_str()))
+    }
+
+    /// The caller-only fields but groups and scopes.
+    fn matches_identity(&self, id: &Caller<'_>) -> bool {
+        (self.anonymous || id.subject.is_some())
+            && in_set(&self.subjects, id.subject)
+            && in_set(&self.users, id.user)
+            && in_set(&self.client_ids, id.client_id)
     }
 
     /// Whether `names` matches the request's target.
@@ -516,18 +566,18 @@ impl<'a> Variables<'a> {
         }
         self.bound |= missing;
         let id = req.caller;
-        let text = |v: &'a Option<String>| cel_str(v.as_deref().unwrap_or_default());
+        let text = |v: Option<&'a str>| cel_str(v.unwrap_or_default());
         for (i, name) in CONDITION_VARIABLES.iter().enumerate() {
             if missing & (1 << i) == 0 {
                 continue;
             }
             let value = match *name {
-                "subject" => text(&id.subject),
-                "user" => text(&id.user),
-                "email" => text(&id.email),
-                "client_id" => text(&id.client_id),
-                "groups" => cel_list(&id.groups),
-                "scopes" => cel_list(&id.scopes),
+                "subject" => text(id.subject),
+                "user" => text(id.user),
+                "email" => text(id.email),
+                "client_id" => text(id.client_id),
+                "groups" => cel_list(id.groups),
+                "scopes" => cel_list(id.scopes),
                 "server" => cel_str(req.server),
                 "method" => cel_str(req.method),
                 "name" => cel_str(req.name.unwrap_or_default()),
@@ -545,8 +595,8 @@ fn cel_str(s: &str) -> Box<dyn Val + '_> {
     Box::new(CelString::from(s))
 }
 
-fn cel_list(items: &[String]) -> Box<dyn Val + '_> {
-    let items: Vec<Box<dyn Val + '_>> = items.iter().map(|s| cel_str(s)).collect();
+fn cel_list(items: List<'_>) -> Box<dyn Val + '_> {
+    let items: Vec<Box<dyn Val + '_>> = items.iter().map(cel_str).collect();
     Box::new(CelList::from(items))
 }
 
@@ -796,10 +846,10 @@ impl Policy {
             .map(|s| s.name.as_str())
     }
 
-    /// Whether a request to `host` + `path` is outside every server and configured to pass
-    /// unchecked ([`OtherPaths::Pass`]).
-    pub fn passes_unchecked(&self, host: &str, path: &str) -> bool {
-        self.other_paths == OtherPaths::Pass && self.server_for(host, path).is_none()
+    /// Whether a request for `server` ([`Policy::server_for`]) is outside every server and
+    /// configured to pass unchecked ([`OtherPaths::Pass`]).
+    pub fn passes_unchecked(&self, server: Option<&str>) -> bool {
+        self.other_paths == OtherPaths::Pass && server.is_none()
     }
 
     /// The name of rule `i` (for logs, stats and the access log).
@@ -854,7 +904,7 @@ impl Policy {
     /// the rules are narrowed to this caller once, not per entry.
     pub fn list_view<'a>(
         &'a self,
-        caller: &'a Caller,
+        caller: &'a Caller<'a>,
         server: &'a str,
         kind: ListKind,
     ) -> ListView<'a> {
@@ -867,6 +917,8 @@ impl Policy {
             name: None,
             arguments: None,
         };
+        let groups: Vec<&str> = caller.groups.iter().collect();
+        let scopes: Vec<&str> = caller.scopes.iter().collect();
         let narrow = |ids: &[usize]| -> Vec<usize> {
             ids.iter()
                 .copied()
@@ -874,7 +926,7 @@ impl Policy {
                     let r = &self.rules[i];
                     (!unchecked.server || any_match(&r.servers, server))
                         && (!unchecked.method || any_match(&r.methods, method))
-                        && r.matches_caller(caller)
+                        && r.matches_split_caller(caller, &groups, &scopes)
                 })
                 .collect()
         };
@@ -941,20 +993,20 @@ fn memo_key(i: usize, variables: u16, req: &Request<'_>) -> Option<Vec<u8>> {
             continue;
         }
         let single = match *name {
-            "subject" => id.subject.as_deref(),
-            "user" => id.user.as_deref(),
-            "email" => id.email.as_deref(),
-            "client_id" => id.client_id.as_deref(),
+            "subject" => id.subject,
+            "user" => id.user,
+            "email" => id.email,
+            "client_id" => id.client_id,
             "server" => Some(req.server),
             "method" => Some(req.method),
             "groups" | "scopes" => {
                 let list = if *name == "groups" {
-                    &id.groups
+                    id.groups
                 } else {
-                    &id.scopes
+                    id.scopes
                 };
-                key.extend_from_slice(&list.len().to_le_bytes());
-                for v in list {
+                key.extend_from_slice(&list.iter().count().to_le_bytes());
+                for v in list.iter() {
                     push(&mut key, v);
                 }
                 continue;
@@ -1062,16 +1114,14 @@ impl ListView<'_> {
 /// One HTTP request as the policy filter sees it (after the JWT filter).
 #[derive(Debug, Clone, Copy)]
 pub struct HttpRequest<'a> {
-    /// `:authority` / `Host`.
-    pub host: &'a str,
-    /// `:path` (query included or not; only the prefix matters).
-    pub path: &'a str,
+    /// The server `:authority` and `:path` are for ([`Policy::server_for`]).
+    pub server: Option<&'a str>,
     /// `:method`.
     pub http_method: &'a str,
     /// The MCP headers.
-    pub mcp: &'a McpHeaders,
+    pub mcp: &'a McpHeaders<'a>,
     /// The caller.
-    pub caller: &'a Caller,
+    pub caller: &'a Caller<'a>,
     /// The request body (empty for GET and DELETE).
     pub body: &'a [u8],
 }
@@ -1104,24 +1154,24 @@ impl Refusal {
     }
 }
 
-/// The policy filter's answer to one HTTP request.
+/// The policy filter's answer to one HTTP request, borrowing the policy and the request.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
+pub struct Outcome<'a> {
     /// The matched server's name.
-    pub server: Option<String>,
+    pub server: Option<&'a str>,
     /// The (first) MCP method, or `http:<METHOD>` for a request without a body.
-    pub method: String,
+    pub method: Cow<'a, str>,
     /// The (first) target name.
-    pub name: Option<String>,
+    pub name: Option<Cow<'a, str>>,
     /// The deciding rule's name (the denying one, or the allowing one of the first message).
-    pub rule: Option<String>,
+    pub rule: Option<&'a str>,
     /// `None`: pass the request on. Otherwise refuse it with this response.
     pub refusal: Option<(Refusal, u32, Vec<u8>)>,
     /// `*/list` requests whose responses must be filtered.
     pub pending_lists: Vec<PendingList>,
 }
 
-impl Outcome {
+impl Outcome<'_> {
     fn refuse_unparsable(self, e: &mcp::ParseError) -> Self {
         let why = if e.http_status() == 413 {
             Refusal::TooLarge
@@ -1147,9 +1197,9 @@ impl Outcome {
 impl Policy {
     /// Decides a whole HTTP request: server, headers against body, every message of a batch
     /// (one denied member refuses the batch, each member with an `id` gets an error).
-    pub fn authorize(&self, req: &HttpRequest<'_>) -> Outcome {
+    pub fn authorize<'a>(&'a self, req: &HttpRequest<'a>) -> Outcome<'a> {
         let bodiless = !req.http_method.eq_ignore_ascii_case("POST");
-        let mut out = self.outcome_for(req.host, req.path, req.http_method);
+        let mut out = Self::outcome_for(req.server, req.http_method);
         let body = if bodiless {
             None
         } else {
@@ -1159,8 +1209,8 @@ impl Policy {
             }
         };
         if let Some(first) = body.as_ref().and_then(|b| b.messages().first()) {
-            out.method = first.method.as_deref().unwrap_or("response").to_owned();
-            out.name = first.name.as_deref().map(str::to_owned);
+            out.method = first.method.clone().unwrap_or(Cow::Borrowed("response"));
+            out.name = first.name.clone();
         }
         if let Some(b) = &body
             && let Err(e) = req.mcp.check(b)
@@ -1177,7 +1227,7 @@ impl Policy {
                 &e.to_string(),
             );
         }
-        let Some(server) = out.server.clone() else {
+        let Some(server) = out.server else {
             return out.refuse(
                 Refusal::UnknownServer,
                 403,
@@ -1189,7 +1239,7 @@ impl Policy {
         let ask = |method: &str, name: Option<&str>, arguments: Option<&Value>| {
             self.evaluate(&Request {
                 caller: req.caller,
-                server: &server,
+                server,
                 method,
                 name,
                 arguments,
@@ -1197,7 +1247,7 @@ impl Policy {
         };
         let Some(body) = body else {
             let d = ask(&out.method, None, None);
-            out.rule = d.rule.map(|i| self.rule_name(i).to_owned());
+            out.rule = d.rule.map(|i| self.rule_name(i));
             if !d.allowed {
                 return out.refuse(
                     Refusal::Denied,
@@ -1220,9 +1270,7 @@ impl Policy {
             decisions.push(d);
         }
         let first = denied.or(decisions.first().copied());
-        out.rule = first
-            .and_then(|d| d.rule)
-            .map(|i| self.rule_name(i).to_owned());
+        out.rule = first.and_then(|d| d.rule).map(|i| self.rule_name(i));
         if denied.is_some() {
             let id = match &body {
                 Body::Single(m) => m.id.as_ref(),
@@ -1265,15 +1313,16 @@ impl Policy {
 
     /// Refuses a request whose declared body size (`Content-Length`) is over the limit, before
     /// its body is read (413).
-    pub fn refuse_oversized(&self, host: &str, path: &str, http_method: &str) -> Outcome {
-        self.outcome_for(host, path, http_method)
+    /// `server` is the request's ([`Policy::server_for`]).
+    pub fn refuse_oversized<'a>(&self, server: Option<&'a str>, http_method: &str) -> Outcome<'a> {
+        Self::outcome_for(server, http_method)
             .refuse_unparsable(&mcp::ParseError::TooLarge(self.limits.max_body_bytes))
     }
 
-    fn outcome_for(&self, host: &str, path: &str, http_method: &str) -> Outcome {
+    fn outcome_for<'a>(server: Option<&'a str>, http_method: &str) -> Outcome<'a> {
         Outcome {
-            server: self.server_for(host, path).map(str::to_owned),
-            method: format!("http:{}", http_method.to_ascii_uppercase()),
+            server,
+            method: http_method_name(http_method),
             name: None,
             rule: None,
             refusal: None,
@@ -1282,7 +1331,7 @@ impl Policy {
     }
 
     /// Whether a caller may see one `*/list` entry: the same question as calling it.
-    pub fn may_see(&self, caller: &Caller, server: &str, kind: ListKind, name: &str) -> bool {
+    pub fn may_see(&self, caller: &Caller<'_>, server: &str, kind: ListKind, name: &str) -> bool {
         self.evaluate(&Request {
             caller,
             server,
@@ -1291,6 +1340,26 @@ impl Policy {
             arguments: None,
         })
         .allowed
+    }
+}
+
+/// `http:<METHOD>`, the method of a request without a body; the usual ones are not built.
+fn http_method_name(http_method: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 7] = [
+        "http:GET",
+        "http:POST",
+        "http:DELETE",
+        "http:PUT",
+        "http:PATCH",
+        "http:HEAD",
+        "http:OPTIONS",
+    ];
+    match KNOWN
+        .iter()
+        .find(|k| k["http:".len()..].eq_ignore_ascii_case(http_method))
+    {
+        Some(k) => Cow::Borrowed(k),
+        None => Cow::Owned(format!("http:{}", http_method.to_ascii_uppercase())),
     }
 }
 

@@ -282,16 +282,19 @@ impl Headers {
     }
 
     /// Every (name, value), in order, as the host's bytes (names lowercase in Envoy); text through
-    /// [`get`](Headers::get).
+    /// [`get`](Headers::get) or [`value`](Headers::value).
     pub fn raw(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.spans
             .iter()
             .map(|s| (&self.bytes[s[0]..s[1]], &self.bytes[s[2]..s[3]]))
     }
 
-    /// `get` as an owned string.
-    pub fn string(&self, name: &str) -> Option<String> {
-        self.get(name).map(Cow::into_owned)
+    /// The value of the `i`th header (in [`raw`](Headers::raw)'s order) as text; empty when there
+    /// is no such header.
+    pub fn value(&self, i: usize) -> Cow<'_, str> {
+        self.spans
+            .get(i)
+            .map_or(Cow::Borrowed(""), |s| text(&self.bytes[s[2]..s[3]]))
     }
 }
 
@@ -363,12 +366,11 @@ pub fn remove_header(map: Map, name: &[u8]) {
     let _ = unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) };
 }
 
-/// Sets the property at `path` (segments joined as the ABI wants) for the current stream, e.g.
-/// filter state that Envoy's access log reads.
-pub fn set_property(path: &[&str], value: &[u8]) {
-    let path = path.join("\0");
-    // SAFETY: the pointers and lengths describe `path` and `value`.
-    let _ = unsafe { proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
+/// Sets the property `name` (a one-segment path) for the current stream, e.g. filter state that
+/// Envoy's access log reads.
+pub fn set_property(name: &str, value: &[u8]) {
+    // SAFETY: the pointers and lengths describe `name` and `value`.
+    let _ = unsafe { proxy_set_property(name.as_ptr(), name.len(), value.as_ptr(), value.len()) };
 }
 
 /// A shared-data value (shared by every VM of this `vm_id` in the process) and its CAS.
@@ -539,10 +541,8 @@ mod tests {
             .collect();
         assert_eq!(read, want);
         assert_eq!(headers.get("x-empty").as_deref(), Some(""));
-        assert_eq!(
-            headers.string("authorization").as_deref(),
-            Some("Bearer a.b.c")
-        );
+        assert_eq!(headers.value(2), "Bearer a.b.c");
+        assert_eq!(headers.value(3), "");
         assert_eq!(headers.get("missing"), None);
     }
 

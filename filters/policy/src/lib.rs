@@ -15,10 +15,12 @@
 //!   <method>`) and written to filter state for the access log
 //!   (`%FILTER_STATE(wasm.mcpgw_policy.decision:PLAIN)%`, `…server`, `…method`, `…name`, `…rule`).
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 
+use mcpgw_core::identity;
 use mcpgw_core::mcp::{self, ListKind, McpHeaders, PendingList};
 use mcpgw_core::policy::{Caller, HttpRequest, Outcome, Policy, SERVER_HEADER};
 use mcpgw_proxy_abi::{self as abi, Action, Buffer, Headers, Map};
@@ -156,14 +158,123 @@ impl PolicyRoot {
     }
 }
 
-/// What the request headers said, kept until the body is in.
+/// The request headers the filter reads, found in one pass over the map ([`RequestHead`]).
+#[derive(Debug, Clone, Copy)]
+enum Wanted {
+    Authority,
+    Path,
+    Method,
+    PreflightMethod,
+    ProtocolVersion,
+    McpMethod,
+    McpName,
+    Subject,
+    User,
+    Email,
+    Groups,
+    Scopes,
+    ClientId,
+    ContentLength,
+    Server,
+    AcceptEncoding,
+}
+
+/// How many [`Wanted`] headers there are.
+const WANTED: usize = Wanted::AcceptEncoding as usize + 1;
+
+impl Wanted {
+    fn of(name: &[u8]) -> Option<Wanted> {
+        const SUBJECT: &[u8] = identity::SUBJECT.as_bytes();
+        const USER: &[u8] = identity::USER.as_bytes();
+        const EMAIL: &[u8] = identity::EMAIL.as_bytes();
+        const GROUPS: &[u8] = identity::GROUPS.as_bytes();
+        const SCOPES: &[u8] = identity::SCOPES.as_bytes();
+        const CLIENT_ID: &[u8] = identity::CLIENT_ID.as_bytes();
+        const SERVER: &[u8] = SERVER_HEADER.as_bytes();
+        Some(match name {
+            b":authority" => Wanted::Authority,
+            b":path" => Wanted::Path,
+            b":method" => Wanted::Method,
+            b"access-control-request-method" => Wanted::PreflightMethod,
+            b"mcp-protocol-version" => Wanted::ProtocolVersion,
+            b"mcp-method" => Wanted::McpMethod,
+            b"mcp-name" => Wanted::McpName,
+            SUBJECT => Wanted::Subject,
+            USER => Wanted::User,
+            EMAIL => Wanted::Email,
+            GROUPS => Wanted::Groups,
+            SCOPES => Wanted::Scopes,
+            CLIENT_ID => Wanted::ClientId,
+            b"content-length" => Wanted::ContentLength,
+            SERVER => Wanted::Server,
+            b"accept-encoding" => Wanted::AcceptEncoding,
+            _ => return None,
+        })
+    }
+}
+
+/// The request headers, kept until the body is in (and, for a `*/list` call, until its
+/// response is filtered): the host's bytes, and where the headers the filter reads are. Values
+/// are borrowed from it at decision time, not copied.
 #[derive(Debug)]
 struct RequestHead {
-    host: String,
-    path: String,
-    method: String,
-    mcp: McpHeaders,
-    caller: Caller,
+    headers: Headers,
+    /// Per [`Wanted`] header: the index of its first value in `headers`.
+    at: [Option<u16>; WANTED],
+}
+
+/// The [`Wanted`] header values as text (borrowed unless a value is not UTF-8).
+struct Texts<'h>([Option<Cow<'h, str>>; WANTED]);
+
+impl<'h> Texts<'h> {
+    fn get(&self, w: Wanted) -> Option<&str> {
+        self.0[w as usize].as_deref()
+    }
+
+    fn caller(&self) -> Caller<'_> {
+        Caller::from_headers(|name| match name {
+            identity::SUBJECT => self.get(Wanted::Subject),
+            identity::USER => self.get(Wanted::User),
+            identity::EMAIL => self.get(Wanted::Email),
+            identity::GROUPS => self.get(Wanted::Groups),
+            identity::SCOPES => self.get(Wanted::Scopes),
+            identity::CLIENT_ID => self.get(Wanted::ClientId),
+            _ => None,
+        })
+    }
+
+    fn mcp(&self) -> McpHeaders<'_> {
+        McpHeaders {
+            protocol_version: self.get(Wanted::ProtocolVersion),
+            method: self.get(Wanted::McpMethod),
+            name: self.get(Wanted::McpName),
+        }
+    }
+}
+
+impl RequestHead {
+    /// Reads the request headers (one host call) and finds the wanted ones (one pass).
+    fn read() -> RequestHead {
+        let headers = abi::headers(Map::RequestHeaders);
+        let mut at = [None; WANTED];
+        for (i, (name, _)) in headers.raw().enumerate() {
+            if let (Some(w), Ok(i)) = (Wanted::of(name), u16::try_from(i)) {
+                at[w as usize].get_or_insert(i);
+            }
+        }
+        RequestHead { headers, at }
+    }
+
+    fn has(&self, w: Wanted) -> bool {
+        self.at[w as usize].is_some()
+    }
+
+    fn texts(&self) -> Texts<'_> {
+        Texts(
+            self.at
+                .map(|i| i.map(|i| self.headers.value(usize::from(i)))),
+        )
+    }
 }
 
 /// How a `*/list` response body is framed.
@@ -178,10 +289,11 @@ enum Framing {
 pub struct PolicyStream {
     context_id: u32,
     worker: Rc<Worker>,
+    /// The request headers, while the decision or a list response needs them.
     request: Option<RequestHead>,
     /// The headers went on; the decision waits for the end of the body.
     awaiting_body: bool,
-    /// The matched server of an allowed request.
+    /// The matched server of an allowed request with list responses to filter.
     server: Option<String>,
     /// `*/list` requests whose responses are filtered.
     pending_lists: Vec<PendingList>,
@@ -216,67 +328,83 @@ impl PolicyStream {
         );
     }
 
-    fn record(&self, decision: &'static str, out: &Outcome) {
+    fn record(worker: &Worker, decision: &'static str, out: &Outcome<'_>) {
         let values = [
             Some(decision),
-            out.server.as_deref(),
-            Some(out.method.as_str()),
+            out.server,
+            Some(&*out.method),
             out.name.as_deref(),
-            out.rule.as_deref(),
+            out.rule,
         ];
-        for (path, value) in PROPERTIES.iter().zip(values) {
+        for (name, value) in PROPERTIES.iter().zip(values) {
             if let Some(v) = value {
-                abi::set_property(&[path], v.as_bytes());
+                abi::set_property(name, v.as_bytes());
             }
         }
-        self.worker
-            .count(decision, out.server.as_deref(), stat_method(&out.method), 1);
+        worker.count(decision, out.server, stat_method(&out.method), 1);
     }
 
-    /// Decides and acts; `true` lets the request through.
-    fn decide(&mut self, body: &[u8]) -> bool {
-        let Some(head) = self.request.take() else {
-            return true;
-        };
-        let out = self.worker.policy.authorize(&HttpRequest {
-            host: &head.host,
-            path: &head.path,
-            http_method: &head.method,
-            mcp: &head.mcp,
-            caller: &head.caller,
+    /// Decides on the request in `head` with its `body` and acts; `true` lets the request
+    /// through.
+    fn decide(&mut self, worker: &Worker, head: &RequestHead, body: &[u8]) -> bool {
+        let t = head.texts();
+        let policy = &worker.policy;
+        let (mcp, caller) = (t.mcp(), t.caller());
+        let out = policy.authorize(&HttpRequest {
+            server: policy.server_for(
+                t.get(Wanted::Authority).unwrap_or_default(),
+                t.get(Wanted::Path).unwrap_or_default(),
+            ),
+            http_method: t.get(Wanted::Method).unwrap_or_default(),
+            mcp: &mcp,
+            caller: &caller,
             body,
         });
-        self.act(out, head)
+        self.act(worker, out, caller.subject)
     }
 
-    fn act(&mut self, out: Outcome, head: RequestHead) -> bool {
+    /// Keeps the request headers of an allowed request whose list responses are filtered
+    /// (they name the caller).
+    fn keep_for_lists(&mut self, head: RequestHead) {
+        if !self.pending_lists.is_empty() {
+            self.request = Some(head);
+        }
+    }
+
+    /// Answers a refused request, or records an allowed one and keeps what its response
+    /// needs; `true` lets the request through.
+    fn act(&mut self, worker: &Worker, out: Outcome<'_>, subject: Option<&str>) -> bool {
         if let Some((why, status, body)) = &out.refusal {
-            self.record(why.as_str(), &out);
+            Self::record(worker, why.as_str(), &out);
             log::debug!(
                 "#{} refuse {} sub={} server={} method={} rule={}",
                 self.context_id,
                 why.as_str(),
-                head.caller.subject.as_deref().unwrap_or("-"),
-                out.server.as_deref().unwrap_or("-"),
+                subject.unwrap_or("-"),
+                out.server.unwrap_or("-"),
                 out.method,
-                out.rule.as_deref().unwrap_or("-"),
+                out.rule.unwrap_or("-"),
             );
             self.send_json(*status, body);
             return false;
         }
-        self.record("allowed", &out);
-        self.server = out.server;
-        self.pending_lists = out.pending_lists;
-        self.request = Some(head);
+        Self::record(worker, "allowed", &out);
+        if !out.pending_lists.is_empty() {
+            self.server = out.server.map(str::to_owned);
+            self.pending_lists = out.pending_lists;
+        }
         true
     }
 
     /// Names the matched server for the router (replacing any client value) and asks the
     /// upstream for an uncompressed answer (a compressed list could not be filtered): only the
     /// headers that change, one host call each.
-    fn route(headers: &Headers, server: Option<&str>) {
-        for name in [SERVER_HEADER, "accept-encoding"] {
-            if headers.get(name).is_some() {
+    fn route(head: &RequestHead, server: Option<&str>) {
+        for (w, name) in [
+            (Wanted::Server, SERVER_HEADER),
+            (Wanted::AcceptEncoding, "accept-encoding"),
+        ] {
+            if head.has(w) {
                 abi::remove_header(Map::RequestHeaders, name.as_bytes());
             }
         }
@@ -287,13 +415,14 @@ impl PolicyStream {
 
     /// Rewrites a buffered list response; `None` when it cannot be filtered.
     fn filter_lists(&self, framing: Framing, body: &[u8]) -> Option<(Vec<u8>, usize)> {
-        let caller = &self.request.as_ref()?.caller;
+        let texts = self.request.as_ref()?.texts();
+        let caller = texts.caller();
         let server = self.server.as_deref()?;
         let policy = &self.worker.policy;
         let mut views = [None, None, None];
         let mut keep = |kind: ListKind, name: &str| {
             views[kind as usize]
-                .get_or_insert_with(|| policy.list_view(caller, server, kind))
+                .get_or_insert_with(|| policy.list_view(&caller, server, kind))
                 .may_see(name)
         };
         let filtered = match framing {
@@ -327,53 +456,44 @@ impl PolicyStream {
 /// The stream callbacks.
 impl PolicyStream {
     fn request_headers(&mut self, end_of_stream: bool) -> Action {
-        let headers = abi::headers(Map::RequestHeaders);
-        let header = |name: &str| headers.string(name);
-        let host = header(":authority").unwrap_or_default();
-        let path = header(":path").unwrap_or_default();
-        let method = header(":method").unwrap_or_default();
+        let worker = Rc::clone(&self.worker);
+        let policy = &worker.policy;
+        let head = RequestHead::read();
+        let t = head.texts();
+        let method = t.get(Wanted::Method).unwrap_or_default();
         // CORS preflights carry no credentials (Fetch spec): the CORS filter or upstream answers.
-        let preflight = method.eq_ignore_ascii_case("OPTIONS")
-            && header("access-control-request-method").is_some();
-        if preflight || self.worker.policy.passes_unchecked(&host, &path) {
+        let preflight = method.eq_ignore_ascii_case("OPTIONS") && head.has(Wanted::PreflightMethod);
+        let server = policy.server_for(
+            t.get(Wanted::Authority).unwrap_or_default(),
+            t.get(Wanted::Path).unwrap_or_default(),
+        );
+        if preflight || policy.passes_unchecked(server) {
             return Action::Continue;
         }
-        let head = RequestHead {
-            host,
-            path,
-            method,
-            mcp: McpHeaders {
-                protocol_version: header("mcp-protocol-version"),
-                method: header("mcp-method"),
-                name: header("mcp-name"),
-            },
-            caller: Caller::from_headers(header),
+        let is_post = method.eq_ignore_ascii_case("POST");
+        let declared = || {
+            t.get(Wanted::ContentLength)
+                .and_then(|v| v.trim().parse::<usize>().ok())
         };
-        let is_post = head.method.eq_ignore_ascii_case("POST");
-        let declared = || header("content-length").and_then(|v| v.trim().parse::<usize>().ok());
-        if is_post && declared().is_some_and(|n| n > self.worker.policy.limits.max_body_bytes) {
-            let out = self
-                .worker
-                .policy
-                .refuse_oversized(&head.host, &head.path, &head.method);
-            self.act(out, head);
+        if is_post && declared().is_some_and(|n| n > policy.limits.max_body_bytes) {
+            let out = policy.refuse_oversized(server, method);
+            self.act(&worker, out, t.caller().subject);
             return Action::Pause;
         }
-        self.request = Some(head);
         if is_post && !end_of_stream {
             // The decision needs the JSON-RPC message. Envoy turns a paused header phase into
             // "stop everything" (no body callbacks), so the headers go on now, with the route
             // choice (host and path decide the server), and the body is held until decided.
-            let server = self
-                .request
-                .as_ref()
-                .and_then(|h| self.worker.policy.server_for(&h.host, &h.path));
-            Self::route(&headers, server);
+            Self::route(&head, server);
+            drop(t);
+            self.request = Some(head);
             self.awaiting_body = true;
             return Action::Continue;
         }
-        if self.decide(&[]) {
-            Self::route(&headers, self.server.as_deref());
+        drop(t);
+        if self.decide(&worker, &head, &[]) {
+            Self::route(&head, server);
+            self.keep_for_lists(head);
             Action::Continue
         } else {
             Action::Pause
@@ -384,25 +504,34 @@ impl PolicyStream {
         if !self.awaiting_body {
             return Action::Continue;
         }
-        let limits = self.worker.policy.limits;
+        let worker = Rc::clone(&self.worker);
+        let limits = worker.policy.limits;
         if body_size > limits.max_body_bytes {
             let Some(head) = self.request.take() else {
                 return Action::Continue;
             };
-            let out = self
-                .worker
+            let t = head.texts();
+            let server = worker.policy.server_for(
+                t.get(Wanted::Authority).unwrap_or_default(),
+                t.get(Wanted::Path).unwrap_or_default(),
+            );
+            let out = worker
                 .policy
-                .refuse_oversized(&head.host, &head.path, &head.method);
-            self.act(out, head);
+                .refuse_oversized(server, t.get(Wanted::Method).unwrap_or_default());
+            self.act(&worker, out, t.caller().subject);
             return Action::Pause;
         }
         if !end_of_stream {
             return Action::Pause;
         }
+        let Some(head) = self.request.take() else {
+            return Action::Continue;
+        };
         let body = abi::buffer(Buffer::RequestBody);
-        let allowed = self.decide(&body);
+        let allowed = self.decide(&worker, &head, &body);
         self.awaiting_body = false;
         if allowed {
+            self.keep_for_lists(head);
             Action::Continue
         } else {
             Action::Pause
