@@ -434,6 +434,57 @@ impl Rule {
     }
 }
 
+/// Per target name: the rules whose `names` can match it, a bit per rule, by the name's first
+/// byte ([`Rule::name_starts`]). A decision tests a rule's bit before its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct NameIndex {
+    /// Words per row.
+    words: usize,
+    /// Rows 0 to 255: names starting with that byte; [`NameIndex::UNNAMED`]: no name;
+    /// [`NameIndex::EMPTY`]: the empty name.
+    rows: Vec<u64>,
+}
+
+impl NameIndex {
+    const UNNAMED: usize = 256;
+    const EMPTY: usize = 257;
+
+    fn new(rules: &[Rule]) -> Self {
+        let words = rules.len().div_ceil(64).max(1);
+        let mut rows = vec![0u64; (Self::EMPTY + 1) * words];
+        for (i, r) in rules.iter().enumerate() {
+            for row in 0..=Self::EMPTY {
+                let may = r.names.is_none()
+                    || row == Self::EMPTY
+                    || (row < Self::UNNAMED && r.name_starts[row / 64] & (1 << (row % 64)) != 0);
+                if may {
+                    rows[row * words + i / 64] |= 1 << (i % 64);
+                }
+            }
+        }
+        Self { words, rows }
+    }
+
+    /// The rules whose `names` can match `name`.
+    fn row(&self, name: Option<&str>) -> &[u64] {
+        let row = match name {
+            None => Self::UNNAMED,
+            Some(s) => s
+                .as_bytes()
+                .first()
+                .map_or(Self::EMPTY, |&b| usize::from(b)),
+        };
+        self.rows
+            .get(row * self.words..(row + 1) * self.words)
+            .unwrap_or_default()
+    }
+}
+
+/// Whether rule `i` is in the bit set `set`.
+fn has_bit(set: &[u64], i: usize) -> bool {
+    set.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
+}
+
 /// The rules a lookup can reach, in policy order, deny rules apart from allow rules.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Candidates {
@@ -646,6 +697,8 @@ pub struct Policy {
     pub other_paths: OtherPaths,
     /// The rules by server and method.
     index: RuleIndex,
+    /// The rules by the target names they can match.
+    names: NameIndex,
     /// The CEL standard environment, built once; each decision binds its variables in a
     /// context over it.
     cel_env: Arc<Env>,
@@ -746,6 +799,7 @@ impl TryFrom<RawPolicy> for Policy {
         }
         Ok(Self {
             index: RuleIndex::new(&servers, &rules),
+            names: NameIndex::new(&rules),
             servers,
             rules,
             limits: Limits {
@@ -867,12 +921,14 @@ impl Policy {
     /// and as not matching for an allow rule (fail closed).
     pub fn evaluate(&self, req: &Request<'_>) -> Decision {
         let (candidates, unchecked) = self.index.lookup(req.server, req.method);
+        let named = self.names.row(req.name);
         let mut vars = None;
-        let mut holds = |i: usize| {
+        decide(candidates, |i: usize| {
             let rule = &self.rules[i];
-            rule.matches_fields(req, unchecked) && self.condition_holds(i, req, &mut vars)
-        };
-        decide(candidates, &mut holds)
+            has_bit(named, i)
+                && rule.matches_fields(req, unchecked)
+                && self.condition_holds(i, req, &mut vars)
+        })
     }
 
     /// Whether a rule's condition (if any) counts as matching (fail closed, see
@@ -1029,7 +1085,7 @@ fn outcome(rule: &Rule, c: &Condition, vars: &Variables<'_>) -> bool {
 
 /// A decision over `candidates`: the first deny rule that `holds` wins, then the first allow
 /// rule; otherwise deny. The same answer as walking every rule in policy order.
-fn decide(candidates: &Candidates, holds: &mut dyn FnMut(usize) -> bool) -> Decision {
+fn decide(candidates: &Candidates, mut holds: impl FnMut(usize) -> bool) -> Decision {
     if let Some(&i) = candidates.deny.iter().find(|&&i| holds(i)) {
         return Decision {
             allowed: false,
