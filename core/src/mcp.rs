@@ -187,6 +187,9 @@ pub fn parse_body<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Body<'a>, Pars
     if bytes.len() > limits.max_body_bytes {
         return Err(ParseError::TooLarge(limits.max_body_bytes));
     }
+    if let Some(m) = plain_message(bytes, limits.max_depth) {
+        return message(Some(m)).map(Body::Single);
+    }
     // serde_json has its own recursion limit (128); ours is checked before any allocation.
     if nesting_depth(bytes) > limits.max_depth {
         return Err(ParseError::TooDeep(limits.max_depth));
@@ -207,6 +210,237 @@ pub fn parse_body<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Body<'a>, Pars
                 .map(Body::Batch)
         }
         Top::Single(m) => message(m).map(Body::Single),
+    }
+}
+
+/// The deepest nesting [`plain_message`] reads; deeper bodies go the serde way (its recursion
+/// limit is 128).
+const PLAIN_MAX_DEPTH: usize = 100;
+
+/// Reads the common body without serde: one message (an object) within `max_depth`, whose
+/// strings have no escapes or control characters and whose numbers are plain (no exponent, at
+/// most 18 integer digits; `id` and `arguments` numbers integers other than `-0`). `None` for
+/// anything else, valid or not, which [`parse_body`]'s serde path then reads: what this accepts
+/// it reads as that path would (`parses_exactly_what_a_json_value_parse_accepts` checks both
+/// against a `serde_json::Value` parse), in one pass and borrowing every string it keeps.
+fn plain_message(bytes: &[u8], max_depth: usize) -> Option<RawMessage<'_>> {
+    let text = std::str::from_utf8(bytes).ok()?;
+    let mut p = Plain {
+        text,
+        i: 0,
+        max_depth: max_depth.min(PLAIN_MAX_DEPTH),
+    };
+    p.ws();
+    let mut m = RawMessage::default();
+    p.object(1, |p, key| {
+        match key {
+            "jsonrpc" => m.jsonrpc_2 = matches!(p.text_value(2)?, Text::Str(v) if v == "2.0"),
+            "id" => m.id = Some(p.value(2)?),
+            "method" => m.method = Some(p.text_value(2)?),
+            "params" => m.params = Some(p.params()?),
+            "result" | "error" => {
+                p.skip(2)?;
+                m.answers = true;
+            }
+            _ => p.skip(2)?,
+        }
+        Some(())
+    })?;
+    p.ws();
+    (p.i == bytes.len()).then_some(m)
+}
+
+/// [`plain_message`]'s cursor. Every method returns `None` when the text is not what it reads
+/// (invalid, or valid but left to serde).
+struct Plain<'a> {
+    text: &'a str,
+    i: usize,
+    max_depth: usize,
+}
+
+impl<'a> Plain<'a> {
+    fn peek(&self) -> u8 {
+        self.text.as_bytes().get(self.i).copied().unwrap_or(0)
+    }
+
+    fn ws(&mut self) {
+        while matches!(self.peek(), b' ' | b'\n' | b'\r' | b'\t') {
+            self.i += 1;
+        }
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        (self.peek() == b).then(|| self.i += 1)
+    }
+
+    /// A string without escapes or control characters (at its `"`).
+    fn string(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let rest = self.text.as_bytes().get(start..)?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if rest[n] != b'"' {
+            return None;
+        }
+        self.i = start + n + 1;
+        self.text.get(start..start + n)
+    }
+
+    /// A plain number: `-`, at most 18 integer digits without a leading zero, no exponent. With
+    /// `fraction` it is only checked (a fraction and `-0` allowed); without, it must be an integer
+    /// serde_json reads as one. Its integer value when it has no fraction.
+    fn number(&mut self, fraction: bool) -> Option<Option<i128>> {
+        let negative = self.eat(b'-').is_some();
+        let start = self.i;
+        while self.peek().is_ascii_digit() {
+            self.i += 1;
+        }
+        let digits = self.text.get(start..self.i)?;
+        if digits.is_empty() || digits.len() > 18 || (digits.len() > 1 && digits.starts_with('0')) {
+            return None;
+        }
+        if self.peek() == b'.' {
+            self.i += 1;
+            let start = self.i;
+            while self.peek().is_ascii_digit() {
+                self.i += 1;
+            }
+            return (fraction && self.i > start).then_some(None);
+        }
+        if matches!(self.peek(), b'e' | b'E') {
+            return None;
+        }
+        let n: i128 = digits.parse().ok()?;
+        if negative && n == 0 && !fraction {
+            // serde_json reads `-0` as a float.
+            return None;
+        }
+        Some(Some(if negative { -n } else { n }))
+    }
+
+    /// An object (at its `{`), `member` reading each value (the cursor at it).
+    fn object(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(&mut Self, &'a str) -> Option<()>,
+    ) -> Option<()> {
+        if depth > self.max_depth {
+            return None;
+        }
+        self.eat(b'{')?;
+        self.ws();
+        if self.eat(b'}').is_some() {
+            return Some(());
+        }
+        loop {
+            self.ws();
+            let key = self.string()?;
+            self.ws();
+            self.eat(b':')?;
+            self.ws();
+            member(self, key)?;
+            self.ws();
+            if self.eat(b',').is_none() {
+                return self.eat(b'}');
+            }
+        }
+    }
+
+    /// An array (at its `[`), `item` reading each element.
+    fn array(&mut self, depth: usize, mut item: impl FnMut(&mut Self) -> Option<()>) -> Option<()> {
+        if depth > self.max_depth {
+            return None;
+        }
+        self.eat(b'[')?;
+        self.ws();
+        if self.eat(b']').is_some() {
+            return Some(());
+        }
+        loop {
+            self.ws();
+            item(self)?;
+            self.ws();
+            if self.eat(b',').is_none() {
+                return self.eat(b']');
+            }
+        }
+    }
+
+    fn literal(&mut self, word: &str) -> Option<()> {
+        let end = self.i + word.len();
+        (self.text.get(self.i..end) == Some(word)).then(|| self.i = end)
+    }
+
+    /// Checks a value at `depth` (its nesting if it is an object or array) and drops it.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        match self.peek() {
+            b'"' => self.string().map(drop),
+            b'{' => self.object(depth, |p, _| p.skip(depth + 1)),
+            b'[' => self.array(depth, |p| p.skip(depth + 1)),
+            b't' => self.literal("true"),
+            b'f' => self.literal("false"),
+            b'n' => self.literal("null"),
+            _ => self.number(true).map(drop),
+        }
+    }
+
+    /// A value as [`Text`].
+    fn text_value(&mut self, depth: usize) -> Option<Text<'a>> {
+        if self.peek() == b'"' {
+            return self.string().map(|s| Text::Str(Cow::Borrowed(s)));
+        }
+        self.skip(depth).map(|()| Text::Other)
+    }
+
+    /// A value as a `serde_json::Value` (integers only: fractions go the serde way, whose
+    /// float parsing this does not repeat).
+    fn value(&mut self, depth: usize) -> Option<Value> {
+        Some(match self.peek() {
+            b'"' => Value::String(self.string()?.to_owned()),
+            b'{' => {
+                let mut map = serde_json::Map::new();
+                self.object(depth, |p, key| {
+                    map.insert(key.to_owned(), p.value(depth + 1)?);
+                    Some(())
+                })?;
+                Value::Object(map)
+            }
+            b'[' => {
+                let mut items = Vec::new();
+                self.array(depth, |p| {
+                    items.push(p.value(depth + 1)?);
+                    Some(())
+                })?;
+                Value::Array(items)
+            }
+            b't' => self.literal("true").map(|()| Value::Bool(true))?,
+            b'f' => self.literal("false").map(|()| Value::Bool(false))?,
+            b'n' => self.literal("null").map(|()| Value::Null)?,
+            _ => match self.number(false)?? {
+                n if n < 0 => Value::from(i64::try_from(n).ok()?),
+                n => Value::from(u64::try_from(n).ok()?),
+            },
+        })
+    }
+
+    /// `params` (at its value): `None` inside when it is not an object.
+    fn params(&mut self) -> Option<Option<RawParams<'a>>> {
+        if self.peek() != b'{' {
+            return self.skip(2).map(|()| None);
+        }
+        let mut params = RawParams::default();
+        self.object(2, |p, key| {
+            match key {
+                "name" => params.name = Some(p.text_value(3)?),
+                "uri" => params.uri = Some(p.text_value(3)?),
+                "arguments" => params.arguments = Some(p.value(3)?),
+                _ => p.skip(3)?,
+            }
+            Some(())
+        })?;
+        Some(Some(params))
     }
 }
 

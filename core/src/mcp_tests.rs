@@ -278,6 +278,44 @@ fn read(bytes: &[u8], limits: &Limits) -> Reading {
 }
 
 #[test]
+fn the_common_bodies_are_read_without_serde() {
+    for body in [
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hello","n":[1,-2,true,null,{}]}}}"#,
+        r#"{"jsonrpc":"2.0","id":"a","method":"tools/list","params":{"_meta":{"progressToken":0.5}}}"#,
+        r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+        r#"{"jsonrpc":"2.0","id":3,"result":{"content":[]}}"#,
+    ] {
+        assert!(plain_message(body.as_bytes(), 64).is_some(), "{body}");
+    }
+    for body in [
+        r#"[{"jsonrpc":"2.0","method":"notifications/initialized"}]"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"e\u0063ho"}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"n":0.5}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","x":1e3}"#,
+    ] {
+        assert!(plain_message(body.as_bytes(), 64).is_none(), "{body}");
+    }
+    assert!(plain_message(&nested(64), 64).is_some());
+    assert!(plain_message(&nested(65), 64).is_none());
+}
+
+/// A `tools/call` whose `arguments` nest objects and arrays to `depth` in all.
+fn nested(depth: usize) -> Vec<u8> {
+    let inner = depth.saturating_sub(3);
+    let open: String = (0..inner)
+        .map(|i| if i % 2 == 0 { "{\"k\":" } else { "[" })
+        .collect();
+    let close: String = (0..inner)
+        .rev()
+        .map(|i| if i % 2 == 0 { "}" } else { "]" })
+        .collect();
+    format!(
+        r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"a","arguments":{{"x":{open}1{close}}}}}}}"#
+    )
+    .into_bytes()
+}
+
+#[test]
 fn parses_exactly_what_a_json_value_parse_accepts() {
     let deep = format!("{}1{}", "[".repeat(130), "]".repeat(130));
     let deep_args = format!(
@@ -326,6 +364,36 @@ fn parses_exactly_what_a_json_value_parse_accepts() {
         r#"true"#,
         r#"{"a":1,"a":{"b":"\u00e9"},"jsonrpc":"2.0","result":1}"#,
         r#"  {"jsonrpc" : "2.0" , "id" : -0 , "method" : "ping" }  "#,
+        "{\n\t\"jsonrpc\":\"2.0\",\r\n\"id\":0,\"method\":\"ping\"}\n",
+        r#"{"jsonrpc":"2.0","id":-7,"method":"tools/call","params":{"name":"a","arguments":{"a":-0,"b":[-0.5,0.25,1e2],"c":{"d":{}},"c":[]}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"n":-0}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"n":0.5}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"n":1E2}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"n":123456789012345678,"m":-123456789012345678}}}"#,
+        r#"{"jsonrpc":"2.0","id":1234567890123456789,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":99999999999999999999999,"method":"ping","x":-99999999999999999999999.5}"#,
+        r#"{"jsonrpc":"2.0","id":01,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":1.,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":-,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":+1,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","x":[1,2,]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","x":[,]}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","x":{"a" 1}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","x":tru}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","x":nul}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping","x":falsey}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping",,"x":1}"#,
+        r#"{"json\u0072pc":"2.0","id":1,"method":"ping"}"#,
+        r#"{"jsonrpc":"2.0","id":"1","method":"tools/call","params":{"na\u006de":"a","name":"b"}}"#,
+        r#"{"jsonrpc":"2.0","id":"1","method":"tools/call","params":{"name":"b","name":"\u0061"}}"#,
+        r#"{"jsonrpc":"2.0","id":"1","method":"tools/call","params":{}}"#,
+        r#"{"jsonrpc":"2.0","id":"1","method":"tools/call","params":{"name":"a"},"result":1}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"a","arguments":{"é":"ü","":""}}}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping"}{}"#,
+        r#"{"jsonrpc":"2.0","id":1,"method":"ping""#,
+        r#"{}"#,
+        r#"{"#,
+        r#"{"a"}"#,
         "",
         "{",
     ]
@@ -335,6 +403,15 @@ fn parses_exactly_what_a_json_value_parse_accepts() {
         deep.into_bytes(),
         deep_args.into_bytes(),
         b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"x\":\"\xff\"}".to_vec(),
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"x\":\"a\tb\"}".to_vec(),
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"x\":\"a\x7fb\"}".to_vec(),
+        b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"} \xff".to_vec(),
+        nested(63),
+        nested(64),
+        nested(65),
+        nested(99),
+        nested(101),
+        nested(127),
         b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"\xc3\xa9\"}}"
             .to_vec(),
     ])
