@@ -10,6 +10,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 
 use cel::common::types::{
@@ -342,6 +343,40 @@ fn variable_bit(name: &str) -> u16 {
         .map_or(0, |i| 1 << i)
 }
 
+/// [`CONDITION_VARIABLES`] by name, in bit order ([`Condition::variables`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Var {
+    Subject,
+    User,
+    Email,
+    Groups,
+    Scopes,
+    ClientId,
+    Server,
+    Method,
+    Name,
+    Arguments,
+}
+
+impl Var {
+    const ALL: [Var; 10] = [
+        Var::Subject,
+        Var::User,
+        Var::Email,
+        Var::Groups,
+        Var::Scopes,
+        Var::ClientId,
+        Var::Server,
+        Var::Method,
+        Var::Name,
+        Var::Arguments,
+    ];
+
+    fn bit(self) -> u16 {
+        1 << self as u16
+    }
+}
+
 impl fmt::Debug for Condition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("Condition").field(&self.source).finish()
@@ -618,21 +653,21 @@ impl<'a> Variables<'a> {
         self.bound |= missing;
         let id = req.caller;
         let text = |v: Option<&'a str>| cel_str(v.unwrap_or_default());
-        for (i, name) in CONDITION_VARIABLES.iter().enumerate() {
-            if missing & (1 << i) == 0 {
+        for (v, name) in Var::ALL.into_iter().zip(CONDITION_VARIABLES) {
+            if missing & v.bit() == 0 {
                 continue;
             }
-            let value = match *name {
-                "subject" => text(id.subject),
-                "user" => text(id.user),
-                "email" => text(id.email),
-                "client_id" => text(id.client_id),
-                "groups" => cel_list(id.groups),
-                "scopes" => cel_list(id.scopes),
-                "server" => cel_str(req.server),
-                "method" => cel_str(req.method),
-                "name" => cel_str(req.name.unwrap_or_default()),
-                _ => match req.arguments {
+            let value = match v {
+                Var::Subject => text(id.subject),
+                Var::User => text(id.user),
+                Var::Email => text(id.email),
+                Var::ClientId => text(id.client_id),
+                Var::Groups => cel_list(id.groups),
+                Var::Scopes => cel_list(id.scopes),
+                Var::Server => cel_str(req.server),
+                Var::Method => cel_str(req.method),
+                Var::Name => cel_str(req.name.unwrap_or_default()),
+                Var::Arguments => match req.arguments {
                     Some(a @ Value::Object(_)) => cel_json(a),
                     _ => Box::new(CelMap::from(HashMap::new())),
                 },
@@ -943,15 +978,16 @@ impl Policy {
         let Some(c) = &rule.condition else {
             return true;
         };
-        let key = memo_key(i, c.variables, req);
-        if let Some(known) = key.as_ref().and_then(|k| self.memo.get(k)) {
+        // Conditions over `arguments` are not kept (the key would be the whole argument tree).
+        let kept = c.variables & Var::Arguments.bit() == 0;
+        if kept && let Some(known) = self.memo.get(i, c.variables, req) {
             return known;
         }
         let vars = vars.get_or_insert_with(|| Variables::new(&self.cel_env));
         vars.bind(c.variables, req);
         let result = outcome(rule, c, vars);
-        if let Some(key) = key {
-            self.memo.put(key, result);
+        if kept {
+            self.memo.put(i, c.variables, req, result);
         }
         result
     }
@@ -1005,73 +1041,135 @@ const MEMO_ENTRIES: usize = 1024;
 
 /// Condition results by rule and the values of the variables the condition reads. A condition
 /// is a pure function of them (CEL has no clock, no randomness, no I/O), so a question asked
-/// again, typically the same caller calling again, is answered without running CEL. Conditions
-/// that read `arguments` are not kept (the key would be the whole argument tree).
+/// again, typically the same caller calling again, is answered without running CEL. Callers
+/// keep conditions that read `arguments` out of it.
 #[derive(Debug, Default)]
-struct ConditionMemo(Mutex<HashMap<Vec<u8>, bool>>);
+struct ConditionMemo(Mutex<MemoState>);
+
+#[derive(Debug, Default)]
+struct MemoState {
+    results: HashMap<Vec<u8>, bool, MemoHasher>,
+    /// The key being looked up, built here so a lookup allocates nothing.
+    key: Vec<u8>,
+}
 
 impl ConditionMemo {
-    fn get(&self, key: &[u8]) -> Option<bool> {
-        self.0.lock().ok()?.get(key).copied()
+    /// The known result of rule `i`'s condition (reading `variables`) for `req`.
+    fn get(&self, i: usize, variables: u16, req: &Request<'_>) -> Option<bool> {
+        let mut memo = self.0.lock().ok()?;
+        let MemoState { results, key } = &mut *memo;
+        write_memo_key(key, i, variables, req);
+        results.get(key.as_slice()).copied()
     }
 
-    fn put(&self, key: Vec<u8>, result: bool) {
+    fn put(&self, i: usize, variables: u16, req: &Request<'_>, result: bool) {
         if let Ok(mut memo) = self.0.lock() {
-            if memo.len() >= MEMO_ENTRIES {
-                memo.clear();
+            let MemoState { results, key } = &mut *memo;
+            if results.len() >= MEMO_ENTRIES {
+                results.clear();
             }
-            memo.insert(key, result);
+            write_memo_key(key, i, variables, req);
+            results.insert(key.clone(), result);
         }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.0.lock().map_or(0, |m| m.len())
+        self.0.lock().map_or(0, |m| m.results.len())
     }
 }
 
-/// The [`ConditionMemo`] key of rule `i`'s condition for `req`: the rule, then each variable it
-/// reads, as bound (length-prefixed, so distinct values give distinct keys). `None` for a
-/// condition that reads `arguments`.
-fn memo_key(i: usize, variables: u16, req: &Request<'_>) -> Option<Vec<u8>> {
-    if variables & variable_bit("arguments") != 0 {
-        return None;
-    }
-    let mut key = Vec::with_capacity(64);
+/// Writes the [`ConditionMemo`] key of rule `i`'s condition for `req` into `key`: the rule, then
+/// each variable the condition reads, as bound (length-prefixed, so distinct values give
+/// distinct keys).
+fn write_memo_key(key: &mut Vec<u8>, i: usize, variables: u16, req: &Request<'_>) {
     let push = |key: &mut Vec<u8>, s: &str| {
         key.extend_from_slice(&s.len().to_le_bytes());
         key.extend_from_slice(s.as_bytes());
     };
+    key.clear();
     key.extend_from_slice(&i.to_le_bytes());
     let id = req.caller;
-    for (bit, name) in CONDITION_VARIABLES.iter().enumerate() {
-        if variables & (1 << bit) == 0 {
+    for v in Var::ALL {
+        if variables & v.bit() == 0 {
             continue;
         }
-        let single = match *name {
-            "subject" => id.subject,
-            "user" => id.user,
-            "email" => id.email,
-            "client_id" => id.client_id,
-            "server" => Some(req.server),
-            "method" => Some(req.method),
-            "groups" | "scopes" => {
-                let list = if *name == "groups" {
+        let single = match v {
+            Var::Subject => id.subject,
+            Var::User => id.user,
+            Var::Email => id.email,
+            Var::ClientId => id.client_id,
+            Var::Server => Some(req.server),
+            Var::Method => Some(req.method),
+            Var::Groups | Var::Scopes => {
+                let list = if matches!(v, Var::Groups) {
                     id.groups
                 } else {
                     id.scopes
                 };
                 key.extend_from_slice(&list.iter().count().to_le_bytes());
-                for v in list.iter() {
-                    push(&mut key, v);
+                for item in list.iter() {
+                    push(key, item);
                 }
                 continue;
             }
-            _ => req.name,
+            Var::Name | Var::Arguments => req.name,
         };
-        push(&mut key, single.unwrap_or_default());
+        push(key, single.unwrap_or_default());
     }
-    Some(key)
+}
+
+/// The memo's hash: a multiply-fold over 8-byte words (a few instructions a word, where SipHash
+/// takes dozens), keyed per process from `RandomState`. Its keys hold client-chosen values, and
+/// a collision costs at most a walk over [`MEMO_ENTRIES`] keys.
+#[derive(Debug, Clone, Copy)]
+struct MemoHasher(u64);
+
+impl Default for MemoHasher {
+    fn default() -> Self {
+        Self(std::collections::hash_map::RandomState::new().hash_one(MEMO_ENTRIES))
+    }
+}
+
+impl BuildHasher for MemoHasher {
+    type Hasher = FoldHasher;
+
+    fn build_hasher(&self) -> FoldHasher {
+        FoldHasher(self.0)
+    }
+}
+
+/// [`MemoHasher`]'s hasher.
+#[derive(Debug)]
+struct FoldHasher(u64);
+
+impl FoldHasher {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0 ^ word)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(26);
+    }
+}
+
+impl Hasher for FoldHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut words = bytes.chunks_exact(8);
+        for w in &mut words {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(w);
+            self.add(u64::from_le_bytes(b));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b) ^ 0x80);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 /// Runs a rule's condition over bound variables: `true` counts as matching, and so does
@@ -1133,7 +1231,7 @@ impl ListView<'_> {
             memo,
             vars,
         } = self;
-        let name_bit = variable_bit("name");
+        let name_bit = Var::Name.bit();
         let mut named = false;
         let mut holds = |i: usize| {
             let rule = &policy.rules[i];

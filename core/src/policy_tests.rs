@@ -582,3 +582,12 @@ fn remembered_conditions_decide_as_fresh_ones_and_the_memory_stays_bounded() {
     });
     assert!(p.memo.len() <= before + 2, "{before} {}", p.memo.len());
 }
+
+#[test]
+fn condition_variables_are_named_in_bit_order() {
+    assert_eq!(Var::ALL.len(), CONDITION_VARIABLES.len());
+    for (v, name) in Var::ALL.into_iter().zip(CONDITION_VARIABLES) {
+        assert_eq!(v.bit(), variable_bit(name), "{name}");
+        assert_eq!(format!("{v:?}").to_lowercase(), name.replace('_', ""));
+    }
+}

@@ -16,8 +16,9 @@
 //!   (`%FILTER_STATE(wasm.mcpgw_policy.decision:PLAIN)%`, `…server`, `…method`, `…name`, `…rule`).
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
 use mcpgw_core::identity;
@@ -223,12 +224,21 @@ struct RequestHead {
     at: [Option<u16>; WANTED],
 }
 
-/// The [`Wanted`] header values as text (borrowed unless a value is not UTF-8).
-struct Texts<'h>([Option<Cow<'h, str>>; WANTED]);
+/// The [`Wanted`] header values as text (borrowed unless a value is not UTF-8), each read on
+/// first use.
+struct Texts<'h> {
+    head: &'h RequestHead,
+    text: [OnceCell<Option<Cow<'h, str>>>; WANTED],
+}
 
 impl<'h> Texts<'h> {
     fn get(&self, w: Wanted) -> Option<&str> {
-        self.0[w as usize].as_deref()
+        self.text[w as usize]
+            .get_or_init(|| {
+                let i = self.head.at[w as usize]?;
+                Some(self.head.headers.value(usize::from(i)))
+            })
+            .as_deref()
     }
 
     fn caller(&self) -> Caller<'_> {
@@ -270,10 +280,10 @@ impl RequestHead {
     }
 
     fn texts(&self) -> Texts<'_> {
-        Texts(
-            self.at
-                .map(|i| i.map(|i| self.headers.value(usize::from(i)))),
-        )
+        Texts {
+            head: self,
+            text: Default::default(),
+        }
     }
 }
 
@@ -600,7 +610,36 @@ impl PolicyStream {
 #[derive(Debug, Default)]
 struct Contexts {
     roots: Vec<PolicyRoot>,
-    streams: HashMap<u32, PolicyStream>,
+    streams: HashMap<u32, PolicyStream, BuildHasherDefault<IdHasher>>,
+}
+
+/// Hashes context ids (Envoy numbers them one after another; no client chooses them) with one
+/// multiplication instead of SipHash.
+#[derive(Debug, Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u8(b);
+        }
+    }
+
+    fn write_u8(&mut self, n: u8) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 thread_local! {
