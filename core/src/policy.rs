@@ -198,46 +198,88 @@ pub struct Caller<'a> {
     pub client_id: Option<&'a str>,
 }
 
+/// The `x-mcpgw-*` headers [`Caller::from_values`] reads, in its order.
+pub const CALLER_HEADERS: [&str; 6] = [
+    identity::SUBJECT,
+    identity::USER,
+    identity::EMAIL,
+    identity::GROUPS,
+    identity::SCOPES,
+    identity::CLIENT_ID,
+];
+
 impl<'a> Caller<'a> {
     /// Builds the caller from the `x-mcpgw-*` header values (`get` returns a header's value).
     pub fn from_headers(get: impl Fn(&str) -> Option<&'a str>) -> Self {
+        Self::from_values(CALLER_HEADERS.map(get))
+    }
+
+    /// Builds the caller from the values of the [`CALLER_HEADERS`], in that order.
+    pub fn from_values(values: [Option<&'a str>; 6]) -> Self {
+        let [subject, user, email, groups, scopes, client_id] = values;
         let nonempty = |v: Option<&'a str>| v.filter(|s| !s.is_empty());
         Self {
-            subject: nonempty(get(identity::SUBJECT)),
-            user: nonempty(get(identity::USER)),
-            email: nonempty(get(identity::EMAIL)),
-            groups: List::new(get(identity::GROUPS).unwrap_or_default(), ','),
-            scopes: List::new(get(identity::SCOPES).unwrap_or_default(), ' '),
-            client_id: nonempty(get(identity::CLIENT_ID)),
+            subject: nonempty(subject),
+            user: nonempty(user),
+            email: nonempty(email),
+            groups: List::new(groups.unwrap_or_default(), b','),
+            scopes: List::new(scopes.unwrap_or_default(), b' '),
+            client_id: nonempty(client_id),
         }
     }
 }
 
-/// A list header value, read in place: items separated by one character, trimmed, empty ones
-/// dropped (`"a, a/b,,"` holds `a` and `a/b`).
+/// A list header value, read in place: items separated by one ASCII character, trimmed (as
+/// `str::trim` does), empty ones dropped (`"a, a/b,,"` holds `a` and `a/b`).
 #[derive(Clone, Copy, Default)]
 pub struct List<'a> {
     raw: &'a str,
-    separator: char,
+    separator: u8,
 }
 
 impl<'a> List<'a> {
-    /// The list in `raw`, items separated by `separator`.
-    pub fn new(raw: &'a str, separator: char) -> Self {
+    /// The list in `raw`, items separated by `separator` (ASCII).
+    pub fn new(raw: &'a str, separator: u8) -> Self {
         Self { raw, separator }
     }
 
     /// The items, in order.
     pub fn iter(&self) -> impl Iterator<Item = &'a str> + use<'a> {
-        self.raw
-            .split(self.separator)
-            .map(str::trim)
-            .filter(|x| !x.is_empty())
+        let separator = self.separator;
+        let mut rest = Some(self.raw);
+        std::iter::from_fn(move || {
+            loop {
+                let text = rest?;
+                // An ASCII separator splits only at char boundaries.
+                let (item, tail) = match text.bytes().position(|b| b == separator) {
+                    Some(i) => (text.get(..i)?, text.get(i + 1..)),
+                    None => (text, None),
+                };
+                rest = tail;
+                let item = trim(item);
+                if !item.is_empty() {
+                    return Some(item);
+                }
+            }
+        })
     }
 
     /// Whether `item` is one of the items.
     pub fn contains(&self, item: &str) -> bool {
         self.iter().any(|x| x == item)
+    }
+}
+
+/// `str::trim`, without its Unicode checks when both ends are ASCII and not whitespace (the
+/// usual item, which it returns as is).
+fn trim(s: &str) -> &str {
+    let plain =
+        |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii() && !b.is_ascii_whitespace() && b != 0x0b);
+    let bytes = s.as_bytes();
+    if plain(bytes.first()) && plain(bytes.last()) {
+        s
+    } else {
+        s.trim()
     }
 }
 
@@ -1414,16 +1456,20 @@ impl Policy {
             return out;
         };
         let mut denied = None;
-        let mut decisions = Vec::with_capacity(body.messages().len());
+        // Every decision is kept only for a batch (its refusal answers each member).
+        let (mut first, mut decisions) = (None, Vec::new());
         for m in body.messages() {
             let method = m.method.as_deref().unwrap_or("response");
             let d = ask(method, m.name.as_deref(), m.arguments.as_ref());
             if !d.allowed && denied.is_none() {
                 denied = Some(d);
             }
-            decisions.push(d);
+            first.get_or_insert(d);
+            if matches!(body, Body::Batch(_)) {
+                decisions.push(d);
+            }
         }
-        let first = denied.or(decisions.first().copied());
+        let first = denied.or(first);
         out.rule = first.and_then(|d| d.rule).map(|i| self.rule_name(i));
         if denied.is_some() {
             let id = match &body {

@@ -266,8 +266,8 @@ fn caller_from_headers_splits_lists_and_drops_empty_values() {
         c,
         Caller {
             subject: Some("github:1"),
-            groups: List::new("a,a/b", ','),
-            scopes: List::new("x y", ' '),
+            groups: List::new("a,a/b", b','),
+            scopes: List::new("x y", b' '),
             ..Caller::default()
         }
     );
@@ -589,5 +589,33 @@ fn condition_variables_are_named_in_bit_order() {
     for (v, name) in Var::ALL.into_iter().zip(CONDITION_VARIABLES) {
         assert_eq!(v.bit(), variable_bit(name), "{name}");
         assert_eq!(format!("{v:?}").to_lowercase(), name.replace('_', ""));
+    }
+}
+
+#[test]
+fn list_items_are_split_and_trimmed_as_str_split_and_trim_would() {
+    for raw in [
+        "",
+        ",",
+        "a",
+        "a,b",
+        " a , b ,, c ,",
+        "a,\u{2003}b\u{2003},\u{a0}",
+        "\u{b}a\u{c}, \tb\r\n",
+        "é,ü ,  ö",
+        "x\u{85}",
+    ] {
+        for sep in [b',', b' '] {
+            let want: Vec<&str> = raw
+                .split(char::from(sep))
+                .map(str::trim)
+                .filter(|x| !x.is_empty())
+                .collect();
+            assert_eq!(
+                List::new(raw, sep).iter().collect::<Vec<_>>(),
+                want,
+                "{raw:?}"
+            );
+        }
     }
 }

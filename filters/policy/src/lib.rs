@@ -23,7 +23,7 @@ use std::rc::Rc;
 
 use mcpgw_core::identity;
 use mcpgw_core::mcp::{self, ListKind, McpHeaders, PendingList};
-use mcpgw_core::policy::{Caller, HttpRequest, Outcome, Policy, SERVER_HEADER};
+use mcpgw_core::policy::{CALLER_HEADERS, Caller, HttpRequest, Outcome, Policy, SERVER_HEADER};
 use mcpgw_proxy_abi::{self as abi, Action, Buffer, Headers, Map};
 
 /// The stat name prefix (Envoy adds `wasmcustom.`).
@@ -184,7 +184,7 @@ enum Wanted {
 const WANTED: usize = Wanted::AcceptEncoding as usize + 1;
 
 impl Wanted {
-    fn of(name: &[u8]) -> Option<Wanted> {
+    const fn of(name: &[u8]) -> Option<Wanted> {
         const SUBJECT: &[u8] = identity::SUBJECT.as_bytes();
         const USER: &[u8] = identity::USER.as_bytes();
         const EMAIL: &[u8] = identity::EMAIL.as_bytes();
@@ -214,6 +214,28 @@ impl Wanted {
     }
 }
 
+/// The [`CALLER_HEADERS`], in order.
+const CALLER: [Wanted; 6] = [
+    Wanted::Subject,
+    Wanted::User,
+    Wanted::Email,
+    Wanted::Groups,
+    Wanted::Scopes,
+    Wanted::ClientId,
+];
+
+// The build fails if CALLER and CALLER_HEADERS disagree.
+const _: () = {
+    let mut i = 0;
+    while i < CALLER.len() {
+        assert!(matches!(
+            Wanted::of(CALLER_HEADERS[i].as_bytes()),
+            Some(w) if w as usize == CALLER[i] as usize
+        ));
+        i += 1;
+    }
+};
+
 /// The request headers, kept until the body is in (and, for a `*/list` call, until its
 /// response is filtered): the host's bytes, and where the headers the filter reads are. Values
 /// are borrowed from it at decision time, not copied.
@@ -242,15 +264,7 @@ impl<'h> Texts<'h> {
     }
 
     fn caller(&self) -> Caller<'_> {
-        Caller::from_headers(|name| match name {
-            identity::SUBJECT => self.get(Wanted::Subject),
-            identity::USER => self.get(Wanted::User),
-            identity::EMAIL => self.get(Wanted::Email),
-            identity::GROUPS => self.get(Wanted::Groups),
-            identity::SCOPES => self.get(Wanted::Scopes),
-            identity::CLIENT_ID => self.get(Wanted::ClientId),
-            _ => None,
-        })
+        Caller::from_values(CALLER.map(|w| self.get(w)))
     }
 
     fn mcp(&self) -> McpHeaders<'_> {
