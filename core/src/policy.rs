@@ -11,12 +11,13 @@ use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
 };
-use cel::common::value::Val;
+use cel::common::value::{CowVal, Val};
+use cel::context::VariableResolver;
 use cel::{Context, Env, Program, Value as CelValue};
 use serde::Deserialize;
 use serde_json::Value;
@@ -417,6 +418,12 @@ impl Var {
     fn bit(self) -> u16 {
         1 << self as u16
     }
+
+    /// The variable named `name`.
+    fn of(name: &str) -> Option<Var> {
+        let i = CONDITION_VARIABLES.iter().position(|v| *v == name)?;
+        Self::ALL.get(i).copied()
+    }
 }
 
 impl fmt::Debug for Condition {
@@ -671,50 +678,65 @@ impl RuleIndex {
     }
 }
 
-/// The CEL variables of one decision: bound on first use, and only those a condition reads,
-/// borrowing the request rather than copying it.
+/// The CEL variables of one decision, given to CEL through a resolver: each is made on first
+/// use (only those a condition reads), borrowing the request rather than copying it, and kept
+/// for the decision's other conditions; no variable map is filled.
 struct Variables<'a> {
-    ctx: Context<'a, 'a>,
-    bound: u16,
+    req: Request<'a>,
+    values: [OnceLock<Box<dyn Val + 'a>>; CONDITION_VARIABLES.len()],
 }
 
 impl<'a> Variables<'a> {
-    fn new(env: &Arc<Env>) -> Self {
+    fn new(req: Request<'a>) -> Self {
         Self {
-            ctx: Context::with_env(Arc::clone(env)),
-            bound: 0,
+            req,
+            values: Default::default(),
         }
     }
 
-    /// Binds the variables in `needed` not bound yet.
-    fn bind(&mut self, needed: u16, req: &Request<'a>) {
-        let missing = needed & !self.bound;
-        if missing == 0 {
-            return;
-        }
-        self.bound |= missing;
-        let id = req.caller;
-        let text = |v: Option<&'a str>| cel_str(v.unwrap_or_default());
-        for (v, name) in Var::ALL.into_iter().zip(CONDITION_VARIABLES) {
-            if missing & v.bit() == 0 {
-                continue;
-            }
-            let value = match v {
-                Var::Subject => text(id.subject),
-                Var::User => text(id.user),
-                Var::Email => text(id.email),
-                Var::ClientId => text(id.client_id),
-                Var::Groups => cel_list(id.groups),
-                Var::Scopes => cel_list(id.scopes),
-                Var::Server => cel_str(req.server),
-                Var::Method => cel_str(req.method),
-                Var::Name => cel_str(req.name.unwrap_or_default()),
-                Var::Arguments => match req.arguments {
-                    Some(a @ Value::Object(_)) => cel_json(a),
-                    _ => Box::new(CelMap::from(HashMap::new())),
-                },
-            };
-            self.ctx.add_variable_as_val(*name, value);
+    /// The value of `v`, made on first use.
+    fn value(&self, v: Var) -> &(dyn Val + 'a) {
+        self.values[v as usize]
+            .get_or_init(|| {
+                let (req, id) = (&self.req, self.req.caller);
+                let text = |v: Option<&'a str>| cel_str(v.unwrap_or_default());
+                match v {
+                    Var::Subject => text(id.subject),
+                    Var::User => text(id.user),
+                    Var::Email => text(id.email),
+                    Var::ClientId => text(id.client_id),
+                    Var::Groups => cel_list(id.groups),
+                    Var::Scopes => cel_list(id.scopes),
+                    Var::Server => cel_str(req.server),
+                    Var::Method => cel_str(req.method),
+                    Var::Name => cel_str(req.name.unwrap_or_default()),
+                    Var::Arguments => match req.arguments {
+                        Some(a @ Value::Object(_)) => cel_json(a),
+                        _ => Box::new(CelMap::from(HashMap::new())),
+                    },
+                }
+            })
+            .as_ref()
+    }
+}
+
+impl VariableResolver for Variables<'_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        Some(CowVal::Borrowed(self.value(Var::of(variable)?)))
+    }
+}
+
+/// A list entry's variables: its `name`, the list's other variables.
+struct EntryVariables<'v, 'a> {
+    list: &'v Variables<'a>,
+    name: &'v str,
+}
+
+impl VariableResolver for EntryVariables<'_, '_> {
+    fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
+        match Var::of(variable)? {
+            Var::Name => Some(CowVal::Owned(cel_str(self.name))),
+            v => Some(CowVal::Borrowed(self.list.value(v))),
         }
     }
 }
@@ -1025,9 +1047,8 @@ impl Policy {
         if kept && let Some(known) = self.memo.get(i, c.variables, req) {
             return known;
         }
-        let vars = vars.get_or_insert_with(|| Variables::new(&self.cel_env));
-        vars.bind(c.variables, req);
-        let result = outcome(rule, c, vars);
+        let vars = vars.get_or_insert_with(|| Variables::new(*req));
+        let result = outcome(&self.cel_env, rule, c, vars);
         if kept {
             self.memo.put(i, c.variables, req, result);
         }
@@ -1216,8 +1237,10 @@ impl Hasher for FoldHasher {
 
 /// Runs a rule's condition over bound variables: `true` counts as matching, and so does
 /// anything but a boolean for a deny rule (fail closed).
-fn outcome(rule: &Rule, c: &Condition, vars: &Variables<'_>) -> bool {
-    match c.program.execute(&vars.ctx) {
+fn outcome(env: &Arc<Env>, rule: &Rule, c: &Condition, vars: &dyn VariableResolver) -> bool {
+    let mut ctx = Context::with_env(Arc::clone(env));
+    ctx.set_variable_resolver(vars);
+    match c.program.execute(&ctx) {
         Ok(CelValue::Bool(b)) => b,
         _ => rule.effect == Effect::Deny,
     }
@@ -1251,14 +1274,20 @@ pub struct ListView<'a> {
     candidates: Candidates,
     /// Per rule: the result of a condition that does not read `name`, once known.
     memo: Vec<Option<bool>>,
-    /// The CEL variables, kept from entry to entry (`name` is rebound per entry).
+    /// The CEL variables, kept from entry to entry (`name` is each entry's).
     vars: Option<Variables<'a>>,
 }
 
 impl fmt::Debug for Variables<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let made: Vec<&str> = CONDITION_VARIABLES
+            .iter()
+            .zip(&self.values)
+            .filter(|(_, v)| v.get().is_some())
+            .map(|(n, _)| *n)
+            .collect();
         f.debug_struct("Variables")
-            .field("bound", &self.bound)
+            .field("made", &made)
             .finish_non_exhaustive()
     }
 }
@@ -1274,7 +1303,6 @@ impl ListView<'_> {
             vars,
         } = self;
         let name_bit = Var::Name.bit();
-        let mut named = false;
         let mut holds = |i: usize| {
             let rule = &policy.rules[i];
             if !rule.matches_name(Some(name)) {
@@ -1288,14 +1316,9 @@ impl ListView<'_> {
             {
                 return known;
             }
-            let vars = vars.get_or_insert_with(|| Variables::new(&policy.cel_env));
-            vars.bind(c.variables & !name_bit, probe);
-            if c.variables & name_bit != 0 && !named {
-                vars.ctx
-                    .add_variable_as_val("name", Box::new(CelString::from(name.to_owned())));
-                named = true;
-            }
-            let result = outcome(rule, c, vars);
+            let list = vars.get_or_insert_with(|| Variables::new(*probe));
+            let entry = EntryVariables { list, name };
+            let result = outcome(&policy.cel_env, rule, c, &entry);
             if c.variables & name_bit == 0 {
                 memo[i] = Some(result);
             }

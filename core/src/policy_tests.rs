@@ -619,3 +619,37 @@ fn list_items_are_split_and_trimmed_as_str_split_and_trim_would() {
         }
     }
 }
+
+#[test]
+fn comprehension_variables_shadow_the_condition_variables() {
+    let p = Policy::from_json(
+        json!({
+            "servers": [{"name": "s", "path_prefix": "/"}],
+            "rules": [
+                {"name": "shadow", "effect": "allow", "methods": ["tools/call"],
+                 "condition": "groups.exists(name, name == \"acme\") && name != \"acme\" && scopes.all(user, user != user + \"x\")"},
+                {"name": "entry", "effect": "deny", "methods": ["tools/call"],
+                 "condition": "[name].exists(user, user == \"acme\") || user == \"mallory\""}
+            ]
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap();
+    let t = table();
+    for caller in &index_callers(&t) {
+        for name in ["acme", "echo", ""] {
+            let req = Request {
+                caller,
+                server: "s",
+                method: "tools/call",
+                name: Some(name),
+                arguments: None,
+            };
+            let d = p.evaluate(&req);
+            assert_eq!(d, walk_every_rule(&p, &req), "{caller:?} {name}");
+            let mut view = p.list_view(caller, "s", ListKind::Tools);
+            assert_eq!(view.may_see(name), d.allowed, "{caller:?} {name}");
+        }
+    }
+}
