@@ -983,20 +983,33 @@ impl Policy {
     /// The server a request is for: the host must match (if the server names one) and the
     /// longest matching path prefix wins.
     pub fn server_for(&self, host: &str, path: &str) -> Option<&str> {
+        self.server_index(host, path)
+            .and_then(|i| self.server_name(i))
+    }
+
+    /// [`Policy::server_for`] as the server's place in the policy, for a caller that keeps it
+    /// ([`Policy::server_name`] reads the name).
+    pub fn server_index(&self, host: &str, path: &str) -> Option<usize> {
         let host = host
             .rsplit_once(':')
             .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
             .map_or(host, |(h, _)| h);
         self.servers
             .iter()
-            .filter(|s| {
+            .enumerate()
+            .filter(|(_, s)| {
                 s.host
                     .as_deref()
                     .is_none_or(|h| h.eq_ignore_ascii_case(host))
             })
-            .filter(|s| path.starts_with(&s.path_prefix))
-            .max_by_key(|s| (s.path_prefix.len(), s.host.is_some()))
-            .map(|s| s.name.as_str())
+            .filter(|(_, s)| path.starts_with(&s.path_prefix))
+            .max_by_key(|(_, s)| (s.path_prefix.len(), s.host.is_some()))
+            .map(|(i, _)| i)
+    }
+
+    /// The name of the server at place `i` ([`Policy::server_index`]).
+    pub fn server_name(&self, i: usize) -> Option<&str> {
+        self.servers.get(i).map(|s| s.name.as_str())
     }
 
     /// Whether a request for `server` ([`Policy::server_for`]) is outside every server and

@@ -244,6 +244,8 @@ struct RequestHead {
     headers: Headers,
     /// Per [`Wanted`] header: the index of its first value in `headers`.
     at: [Option<u16>; WANTED],
+    /// The server `:authority` and `:path` are for ([`Policy::server_index`]).
+    server: Option<usize>,
 }
 
 /// The [`Wanted`] header values as text (borrowed unless a value is not UTF-8), each read on
@@ -286,7 +288,11 @@ impl RequestHead {
                 at[w as usize].get_or_insert(i);
             }
         }
-        RequestHead { headers, at }
+        RequestHead {
+            headers,
+            at,
+            server: None,
+        }
     }
 
     fn has(&self, w: Wanted) -> bool {
@@ -375,10 +381,7 @@ impl PolicyStream {
         let policy = &worker.policy;
         let (mcp, caller) = (t.mcp(), t.caller());
         let out = policy.authorize(&HttpRequest {
-            server: policy.server_for(
-                t.get(Wanted::Authority).unwrap_or_default(),
-                t.get(Wanted::Path).unwrap_or_default(),
-            ),
+            server: head.server.and_then(|i| policy.server_name(i)),
             http_method: t.get(Wanted::Method).unwrap_or_default(),
             mcp: &mcp,
             caller: &caller,
@@ -482,15 +485,19 @@ impl PolicyStream {
     fn request_headers(&mut self, end_of_stream: bool) -> Action {
         let worker = Rc::clone(&self.worker);
         let policy = &worker.policy;
-        let head = RequestHead::read();
+        let mut head = RequestHead::read();
+        head.server = {
+            let t = head.texts();
+            policy.server_index(
+                t.get(Wanted::Authority).unwrap_or_default(),
+                t.get(Wanted::Path).unwrap_or_default(),
+            )
+        };
         let t = head.texts();
         let method = t.get(Wanted::Method).unwrap_or_default();
         // CORS preflights carry no credentials (Fetch spec): the CORS filter or upstream answers.
         let preflight = method.eq_ignore_ascii_case("OPTIONS") && head.has(Wanted::PreflightMethod);
-        let server = policy.server_for(
-            t.get(Wanted::Authority).unwrap_or_default(),
-            t.get(Wanted::Path).unwrap_or_default(),
-        );
+        let server = head.server.and_then(|i| policy.server_name(i));
         if preflight || policy.passes_unchecked(server) {
             return Action::Continue;
         }
@@ -535,10 +542,7 @@ impl PolicyStream {
                 return Action::Continue;
             };
             let t = head.texts();
-            let server = worker.policy.server_for(
-                t.get(Wanted::Authority).unwrap_or_default(),
-                t.get(Wanted::Path).unwrap_or_default(),
-            );
+            let server = head.server.and_then(|i| worker.policy.server_name(i));
             let out = worker
                 .policy
                 .refuse_oversized(server, t.get(Wanted::Method).unwrap_or_default());
