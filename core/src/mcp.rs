@@ -291,7 +291,7 @@ impl<'a> Plain<'a> {
     /// A plain number: `-`, at most 18 integer digits without a leading zero, no exponent. With
     /// `fraction` it is only checked (a fraction and `-0` allowed); without, it must be an integer
     /// serde_json reads as one. Its integer value when it has no fraction.
-    fn number(&mut self, fraction: bool) -> Option<Option<i128>> {
+    fn number(&mut self, fraction: bool) -> Option<Option<i64>> {
         let negative = self.eat(b'-').is_some();
         let start = self.i;
         while self.peek().is_ascii_digit() {
@@ -312,7 +312,10 @@ impl<'a> Plain<'a> {
         if matches!(self.peek(), b'e' | b'E') {
             return None;
         }
-        let n: i128 = digits.parse().ok()?;
+        // At most 18 digits: below 2^63.
+        let n = digits
+            .bytes()
+            .fold(0i64, |n, d| n * 10 + i64::from(d - b'0'));
         if negative && n == 0 && !fraction {
             // serde_json reads `-0` as a float.
             return None;
@@ -419,8 +422,8 @@ impl<'a> Plain<'a> {
             b'f' => self.literal("false").map(|()| Value::Bool(false))?,
             b'n' => self.literal("null").map(|()| Value::Null)?,
             _ => match self.number(false)?? {
-                n if n < 0 => Value::from(i64::try_from(n).ok()?),
-                n => Value::from(u64::try_from(n).ok()?),
+                n if n < 0 => Value::from(n),
+                n => Value::from(n.unsigned_abs()),
             },
         })
     }

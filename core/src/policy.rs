@@ -534,7 +534,7 @@ impl NameIndex {
     const EMPTY: usize = 257;
 
     fn new(rules: &[Rule]) -> Self {
-        let words = rules.len().div_ceil(64).max(1);
+        let words = words_for(rules.len());
         let mut rows = vec![0u64; (Self::EMPTY + 1) * words];
         for (i, r) in rules.iter().enumerate() {
             for row in 0..=Self::EMPTY {
@@ -564,29 +564,51 @@ impl NameIndex {
     }
 }
 
-/// Whether rule `i` is in the bit set `set`.
-fn has_bit(set: &[u64], i: usize) -> bool {
-    set.get(i / 64).is_some_and(|w| w >> (i % 64) & 1 != 0)
-}
-
-/// The rules a lookup can reach, in policy order, deny rules apart from allow rules.
+/// The rules a lookup can reach, in policy order, deny rules apart from allow rules; also as
+/// bit sets (a bit per rule, [`NameIndex`]'s layout), which a decision walks.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Candidates {
     deny: Vec<usize>,
     allow: Vec<usize>,
+    deny_bits: Vec<u64>,
+    allow_bits: Vec<u64>,
 }
 
 impl Candidates {
     fn of(rules: &[Rule], keep: impl Fn(&Rule) -> bool) -> Self {
-        let mut c = Self::default();
+        let (mut deny, mut allow) = (Vec::new(), Vec::new());
         for (i, r) in rules.iter().enumerate().filter(|(_, r)| keep(r)) {
             match r.effect {
-                Effect::Deny => c.deny.push(i),
-                Effect::Allow => c.allow.push(i),
+                Effect::Deny => deny.push(i),
+                Effect::Allow => allow.push(i),
             }
         }
-        c
+        Self::new(deny, allow, rules.len())
     }
+
+    /// The candidates `deny` and `allow` among `rules` rules.
+    fn new(deny: Vec<usize>, allow: Vec<usize>, rules: usize) -> Self {
+        let bits = |ids: &[usize]| {
+            let mut set = vec![0u64; words_for(rules)];
+            for &i in ids {
+                if let Some(w) = set.get_mut(i / 64) {
+                    *w |= 1 << (i % 64);
+                }
+            }
+            set
+        };
+        Self {
+            deny_bits: bits(&deny),
+            allow_bits: bits(&allow),
+            deny,
+            allow,
+        }
+    }
+}
+
+/// The words of a bit set over `rules` rules.
+fn words_for(rules: usize) -> usize {
+    rules.div_ceil(64).max(1)
 }
 
 /// The rules of one configured server.
@@ -1035,11 +1057,8 @@ impl Policy {
         let (candidates, unchecked) = self.index.lookup(req.server, req.method);
         let named = self.names.row(req.name);
         let mut vars = None;
-        decide(candidates, |i: usize| {
-            let rule = &self.rules[i];
-            has_bit(named, i)
-                && rule.matches_fields(req, unchecked)
-                && self.condition_holds(i, req, &mut vars)
+        decide(candidates, named, |i: usize| {
+            self.rules[i].matches_fields(req, unchecked) && self.condition_holds(i, req, &mut vars)
         })
     }
 
@@ -1098,10 +1117,7 @@ impl Policy {
                 })
                 .collect()
         };
-        let candidates = Candidates {
-            deny: narrow(&candidates.deny),
-            allow: narrow(&candidates.allow),
-        };
+        let candidates = (narrow(&candidates.deny), narrow(&candidates.allow));
         ListView {
             policy: self,
             probe,
@@ -1261,18 +1277,41 @@ fn outcome(env: &Arc<Env>, rule: &Rule, c: &Condition, vars: &dyn VariableResolv
 
 /// A decision over `candidates`: the first deny rule that `holds` wins, then the first allow
 /// rule; otherwise deny. The same answer as walking every rule in policy order.
-fn decide(candidates: &Candidates, mut holds: impl FnMut(usize) -> bool) -> Decision {
-    if let Some(&i) = candidates.deny.iter().find(|&&i| holds(i)) {
+fn decide(
+    candidates: &Candidates,
+    named: &[u64],
+    mut holds: impl FnMut(usize) -> bool,
+) -> Decision {
+    if let Some(i) = first_holding(&candidates.deny_bits, named, &mut holds) {
         return Decision {
             allowed: false,
             rule: Some(i),
         };
     }
-    let allow = candidates.allow.iter().copied().find(|&i| holds(i));
+    let allow = first_holding(&candidates.allow_bits, named, &mut holds);
     Decision {
         allowed: allow.is_some(),
         rule: allow,
     }
+}
+
+/// The first rule in both bit sets, in policy order, that `holds`.
+fn first_holding(
+    set: &[u64],
+    named: &[u64],
+    holds: &mut impl FnMut(usize) -> bool,
+) -> Option<usize> {
+    for (k, (&a, &b)) in set.iter().zip(named).enumerate() {
+        let mut word = a & b;
+        while word != 0 {
+            let i = k * 64 + word.trailing_zeros() as usize;
+            if holds(i) {
+                return Some(i);
+            }
+            word &= word - 1;
+        }
+    }
+    None
 }
 
 /// [`Policy::may_see`] for the entries of one list response (see [`Policy::list_view`]). A
@@ -1283,8 +1322,8 @@ pub struct ListView<'a> {
     policy: &'a Policy,
     /// The question, `name` aside.
     probe: Request<'a>,
-    /// The rules that match the caller, server and method.
-    candidates: Candidates,
+    /// The deny and the allow rules that match the caller, server and method.
+    candidates: (Vec<usize>, Vec<usize>),
     /// Per rule: the result of a condition that does not read `name`, once known.
     memo: Vec<Option<bool>>,
     /// The CEL variables, kept from entry to entry (`name` is each entry's).
@@ -1339,7 +1378,8 @@ impl ListView<'_> {
         };
         // Only the answer counts here, not which rule gave it: an entry no allow rule matches
         // is hidden whatever the deny rules say, so they (and their conditions) are skipped.
-        candidates.allow.iter().any(|&i| holds(i)) && !candidates.deny.iter().any(|&i| holds(i))
+        let (deny, allow) = candidates;
+        allow.iter().any(|&i| holds(i)) && !deny.iter().any(|&i| holds(i))
     }
 }
 

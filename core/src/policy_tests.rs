@@ -472,24 +472,27 @@ fn the_rule_index_sorts_rules_by_server_and_method() {
     );
     assert_eq!(
         memory.by_method["tools/call"],
-        Candidates {
-            deny: idx(&["deny-glob", "long", "by-name", "erroring-deny", "sized"]),
-            allow: idx(&["mem-glob", "admins", "who"]),
-        }
+        Candidates::new(
+            idx(&["deny-glob", "long", "by-name", "erroring-deny", "sized"]),
+            idx(&["mem-glob", "admins", "who"]),
+            p.rule_count()
+        )
     );
     assert_eq!(
         memory.other_methods,
-        Candidates {
-            deny: idx(&["deny-glob"]),
-            allow: idx(&["proto", "mem-glob", "admins", "who"]),
-        }
+        Candidates::new(
+            idx(&["deny-glob"]),
+            idx(&["proto", "mem-glob", "admins", "who"]),
+            p.rule_count()
+        )
     );
     assert_eq!(
         p.index.servers["everything"].by_method["ping"],
-        Candidates {
-            deny: vec![],
-            allow: idx(&["proto", "any-method", "admins", "who"]),
-        }
+        Candidates::new(
+            vec![],
+            idx(&["proto", "any-method", "admins", "who"]),
+            p.rule_count()
+        )
     );
     assert_eq!(p.index.all.deny.len() + p.index.all.allow.len(), 13);
     assert_eq!(
