@@ -1172,7 +1172,7 @@ impl ConditionMemo {
 }
 
 /// Writes the [`ConditionMemo`] key of rule `i`'s condition for `req` into `key`: the rule, then
-/// each variable the condition reads, as bound (length-prefixed, so distinct values give
+/// the text of each variable the condition reads (length-prefixed, so distinct values give
 /// distinct keys).
 fn write_memo_key(key: &mut Vec<u8>, i: usize, variables: u16, req: &Request<'_>) {
     let push = |key: &mut Vec<u8>, s: &str| {
@@ -1193,18 +1193,10 @@ fn write_memo_key(key: &mut Vec<u8>, i: usize, variables: u16, req: &Request<'_>
             Var::ClientId => id.client_id,
             Var::Server => Some(req.server),
             Var::Method => Some(req.method),
-            Var::Groups | Var::Scopes => {
-                let list = if matches!(v, Var::Groups) {
-                    id.groups
-                } else {
-                    id.scopes
-                };
-                key.extend_from_slice(&list.iter().count().to_le_bytes());
-                for item in list.iter() {
-                    push(key, item);
-                }
-                continue;
-            }
+            // A list as written: the same text is the same list (a list written another way
+            // only misses the memory).
+            Var::Groups => Some(id.groups.raw),
+            Var::Scopes => Some(id.scopes.raw),
             Var::Name | Var::Arguments => req.name,
         };
         push(key, single.unwrap_or_default());
