@@ -378,14 +378,6 @@ struct Condition {
     variables: u16,
 }
 
-/// The bit of a variable in [`Condition::variables`].
-fn variable_bit(name: &str) -> u16 {
-    CONDITION_VARIABLES
-        .iter()
-        .position(|v| *v == name)
-        .map_or(0, |i| 1 << i)
-}
-
 /// [`CONDITION_VARIABLES`] by name, in bit order ([`Condition::variables`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Var {
@@ -419,7 +411,7 @@ impl Var {
         1 << self as u16
     }
 
-    /// The variable named `name`.
+    /// The variable named `name` ([`CONDITION_VARIABLES`]); `None` for any other name.
     fn of(name: &str) -> Option<Var> {
         let i = CONDITION_VARIABLES.iter().position(|v| *v == name)?;
         Self::ALL.get(i).copied()
@@ -954,10 +946,10 @@ fn compile_rule(i: usize, r: RawRule, servers: &BTreeSet<&str>, errors: &mut Vec
                 let refs = program.references();
                 let mut variables = 0;
                 for v in refs.variables() {
-                    if !CONDITION_VARIABLES.contains(&v) {
-                        errors.push(format!("{at}.condition: unknown variable `{v}`"));
+                    match Var::of(v) {
+                        Some(var) => variables |= var.bit(),
+                        None => errors.push(format!("{at}.condition: unknown variable `{v}`")),
                     }
-                    variables |= variable_bit(v);
                 }
                 Some(Condition {
                     source,

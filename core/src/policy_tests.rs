@@ -589,8 +589,9 @@ fn remembered_conditions_decide_as_fresh_ones_and_the_memory_stays_bounded() {
 #[test]
 fn condition_variables_are_named_in_bit_order() {
     assert_eq!(Var::ALL.len(), CONDITION_VARIABLES.len());
-    for (v, name) in Var::ALL.into_iter().zip(CONDITION_VARIABLES) {
-        assert_eq!(v.bit(), variable_bit(name), "{name}");
+    for (i, (v, name)) in Var::ALL.into_iter().zip(CONDITION_VARIABLES).enumerate() {
+        assert_eq!(Var::of(name), Some(v), "{name}");
+        assert_eq!(v.bit(), 1 << i, "{name}");
         assert_eq!(format!("{v:?}").to_lowercase(), name.replace('_', ""));
     }
 }
