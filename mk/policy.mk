@@ -12,6 +12,7 @@ test-policy: $(VENV)/.stamp wasm ## Only the policy tests: engine table, wasmtim
 	@$(CARGO) test --locked -q -p mcpgw-core --lib policy
 	@$(CARGO) test --locked -q -p mcpgw-wasmhost
 
-bench-policy: $(VENV)/.stamp .cache/wrk.stamp wasm ## Policy decision cost: instructions via wasmtime, Envoy req/s and p50 with/without the filter
-	@echo "==> policy filter: module size, decision cost, Envoy overhead (50-rule policy)"
-	@$(CARGO) bench --locked -q -p mcpgw-wasmhost --bench policy
+bench-policy: $(VENV)/.stamp .cache/wrk.stamp wasm ## Policy decision cost: instructions via wasmtime, Envoy req/s, p50 and CPU with/without the filter, beside the proxy-wasm floor
+	@echo "==> policy filter: module size, decision cost, Envoy overhead (50-rule policy; median of MCPGW_BENCH_ROUNDS=$${MCPGW_BENCH_ROUNDS:-3} rounds of MCPGW_BENCH_SECONDS=$${MCPGW_BENCH_SECONDS:-3} s per row)"
+	@$(CARGO) build --quiet --locked --profile wasm --target $(WASM_TARGET) -p mcpgw-probe --example policy_floor
+	@MCPGW_POLICY_FLOOR_WASM=$(abspath $(WASM_OUT))/examples/policy_floor.wasm $(CARGO) bench --locked -q -p mcpgw-wasmhost --bench policy

@@ -4,12 +4,15 @@
 //! 2. Through the wasmtime host: wasm instructions (fuel) and wall time per request for an
 //!    allowed call, a denied call, and a `tools/list` whose 50-entry answer is filtered.
 //! 3. Through real Envoy, side by side in one run: the same upstream behind Envoy with the JWT
-//!    filter only, and with the JWT filter + the policy filter; wrk measures requests/s and p50
-//!    at 1 and 8 connections, and each Envoy's CPU per request (schedstat, all threads: the
-//!    steadiest of the three on a shared machine); the report gives the ratio, the p50 the
-//!    policy filter adds (target: under 20 µs) and the CPU it adds.
+//!    filter only, with the JWT filter + the policy filter, and with the JWT filter + a probe
+//!    that has the policy filter's callbacks and host calls but decides nothing (the least such
+//!    a filter pays in this Envoy); wrk measures requests/s and p50 at 1 and 8 connections, and
+//!    each Envoy's CPU per request (schedstat, all threads: the steadiest of the three on a
+//!    shared machine); the report gives the ratio, the p50 and CPU each adds (target: under
+//!    20 µs p50), and each one's own cost in chains of ten copies.
 //!
-//! `MCPGW_BENCH_SECONDS` sets each wrk run's length (default 5).
+//! `MCPGW_BENCH_SECONDS` sets each wrk run's length (default 3), `MCPGW_BENCH_ROUNDS` the rounds
+//! (default 3).
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // reason: a benchmark aborts on failure, like a test
 
@@ -226,110 +229,162 @@ fn micros(v: &str) -> f64 {
     num.parse::<f64>().unwrap_or(f64::NAN) * scale
 }
 
+/// `make bench-policy`'s probe (`$MCPGW_POLICY_FLOOR_WASM`, built from
+/// `filters/probe/examples/policy_floor.rs`): the policy filter's callbacks, with `calls` also its
+/// host calls, deciding nothing.
+fn probe_filter(work: &str) -> Value {
+    let module = std::env::var_os("MCPGW_POLICY_FLOOR_WASM").map_or_else(
+        || {
+            mcpgw_testkit::workspace_root()
+                .join("target/wasm32-wasip1/wasm/examples/policy_floor.wasm")
+        },
+        std::path::PathBuf::from,
+    );
+    assert!(
+        module.exists(),
+        "{} is missing: `make bench-policy` builds it",
+        module.display()
+    );
+    wasm_filter_from("probe", &module, work)
+}
+
+/// Ten copies of `filter` in one VM: a filter's own cost per request, shown ten times over.
+fn ten(filter: impl Fn() -> Value) -> Vec<Value> {
+    (0..10)
+        .map(|i| {
+            let mut f = filter();
+            f["name"] = json!(format!("mcpgw.chain{i}"));
+            f
+        })
+        .collect()
+}
+
+/// What runs behind the JWT filter in each gateway the benchmark measures, and its label.
+fn gateways() -> Vec<(&'static str, Vec<Value>)> {
+    let policy = || wasm_filter("policy", "mcpgw_filter_policy.wasm", &policy_50());
+    vec![
+        ("JWT only", vec![]),
+        ("JWT + policy (50 rules)", vec![policy()]),
+        ("JWT + probe: policy's calls", vec![probe_filter("calls")]),
+        ("JWT + probe: callbacks", vec![probe_filter("enter")]),
+        ("JWT + 10 x policy", ten(policy)),
+        ("JWT + 10 x probe: calls", ten(|| probe_filter("calls"))),
+        ("JWT + 10 x probe: callbacks", ten(|| probe_filter("enter"))),
+    ]
+}
+
+/// The median of `pick` over `runs`.
+fn median(runs: &[Run], pick: fn(&Run) -> f64) -> f64 {
+    let mut v: Vec<f64> = runs.iter().map(pick).collect();
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
 fn envoy_costs(seconds: u64, rounds: usize) {
     let issuer = Issuer::new();
     let upstream = Upstream::start("everything");
-    let start = |with_policy: bool| {
+    let rows = gateways();
+    let start = |behind_jwt: &[Value]| {
         let (port, admin) = (free_port(), free_port());
         let mut filters = vec![wasm_filter(
             "jwt",
             "mcpgw_filter_jwt.wasm",
             &jwt_config(port, &issuer, &["everything", "memory"]),
         )];
-        if with_policy {
-            filters.push(wasm_filter(
-                "policy",
-                "mcpgw_filter_policy.wasm",
-                &policy_50(),
-            ));
-        }
+        filters.extend_from_slice(behind_jwt);
         let yaml = bootstrap(admin, port, filters, &[("everything", upstream.port)], "");
-        (port, Envoy::start(&yaml, admin, 1))
+        let envoy = Envoy::start(&yaml, admin, 1);
+        let token = issuer.token(
+            "github:1",
+            "alice",
+            &["acme", "acme/team-39"],
+            "mcp:tools",
+            &canonical(port, "everything"),
+        );
+        let r = send(
+            port,
+            "POST",
+            "/everything/mcp",
+            &[
+                ("authorization", &format!("Bearer {token}")),
+                ("content-type", "application/json"),
+            ],
+            call("echo").as_bytes(),
+        );
+        assert_eq!(r.status, 200, "{r:?}");
+        (port, envoy, token)
     };
-    // Both gateways run side by side and are measured round-robin, each keeping the median of
-    // its rounds: load elsewhere on the machine then skews a round of each, not one whole row.
-    let gateways: Vec<(u16, Envoy, String)> = [false, true]
-        .into_iter()
-        .map(|with_policy| {
-            let (port, envoy) = start(with_policy);
-            let token = issuer.token(
-                "github:1",
-                "alice",
-                &["acme", "acme/team-39"],
-                "mcp:tools",
-                &canonical(port, "everything"),
-            );
-            let r = send(
-                port,
-                "POST",
-                "/everything/mcp",
-                &[
-                    ("authorization", &format!("Bearer {token}")),
-                    ("content-type", "application/json"),
-                ],
-                call("echo").as_bytes(),
-            );
-            assert_eq!(r.status, 200, "{r:?}");
-            (port, envoy, token)
-        })
-        .collect();
-    let measure = |connections: u32| -> Vec<Run> {
-        for (port, envoy, token) in &gateways {
-            wrk(envoy.proc.pid(), *port, token, connections, 1);
-        }
-        let mut runs: Vec<Vec<Run>> = vec![Vec::new(); gateways.len()];
-        for _ in 0..rounds {
-            for ((port, envoy, token), runs) in gateways.iter().zip(&mut runs) {
-                runs.push(wrk(envoy.proc.pid(), *port, token, connections, seconds));
+    // runs[connections][row]. Every round starts each gateway afresh and measures them
+    // round-robin, in an order that turns with the round: one process's memory layout moves a
+    // single filter's figures by 10-20 µs, and load elsewhere on the machine skews a round of
+    // each row, not one whole row.
+    let mut runs = [vec![Vec::new(); rows.len()], vec![Vec::new(); rows.len()]];
+    for round in 0..rounds {
+        let gateways: Vec<_> = rows.iter().map(|(_, filters)| start(filters)).collect();
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.rotate_left(round % rows.len());
+        for (runs, connections) in runs.iter_mut().zip([1, 8]) {
+            for &i in &order {
+                let (port, envoy, token) = &gateways[i];
+                wrk(envoy.proc.pid(), *port, token, connections, 2);
+                runs[i].push(wrk(envoy.proc.pid(), *port, token, connections, seconds));
             }
         }
-        runs.iter()
-            .map(|runs| {
-                let median = |pick: fn(&Run) -> f64| {
-                    let mut v: Vec<f64> = runs.iter().map(pick).collect();
-                    v.sort_by(f64::total_cmp);
-                    v[v.len() / 2]
-                };
-                Run {
-                    rps: median(|r| r.rps),
-                    p50: median(|r| r.p50),
-                    cpu_us: median(|r| r.cpu_us),
-                }
+    }
+    let [one, eight] = runs.map(|rows| {
+        rows.iter()
+            .map(|runs| Run {
+                rps: median(runs, |r| r.rps),
+                p50: median(runs, |r| r.p50),
+                cpu_us: median(runs, |r| r.cpu_us),
             })
-            .collect()
-    };
-    // [JWT only, JWT + policy], at 1 and at 8 connections.
-    let (one, eight) = (measure(1), measure(8));
-    drop(gateways);
+            .collect::<Vec<_>>()
+    });
     println!(
-        "  Envoy 1.40, 1 worker, JWT filter in front, tools/call echo, wrk: median of {rounds} round-robin rounds of {seconds}s per row\n  \
-         (cpu: µs of Envoy's CPU per request, all its threads, from the kernel's schedstat):"
+        "  Envoy 1.40, 1 worker, JWT filter in front, tools/call echo, wrk: median of {rounds} rounds of {seconds}s per row,\n  \
+         each round with every gateway started afresh (cpu: µs of Envoy's CPU per request, all its threads, from the\n  \
+         kernel's schedstat); the probe (filters/probe/examples/policy_floor.rs) has the policy filter's callbacks and,\n  \
+         with `calls`, its host calls on an allowed request, and decides nothing:"
     );
     println!(
-        "    {:<26} {:>12} {:>10} {:>8} {:>12} {:>10} {:>8}",
+        "    {:<30} {:>12} {:>10} {:>8} {:>12} {:>10} {:>8}",
         "", "req/s (c=1)", "p50 (c=1)", "cpu", "req/s (c=8)", "p50 (c=8)", "cpu"
     );
-    for (label, (a, b)) in ["JWT only", "JWT + policy (50 rules)"]
-        .iter()
-        .zip(one.iter().zip(&eight))
-    {
+    for ((label, _), (a, b)) in rows.iter().zip(one.iter().zip(&eight)) {
         println!(
-            "    {label:<26} {:>12.0} {:>8.0}µs {:>6.1}µs {:>12.0} {:>8.0}µs {:>6.1}µs",
+            "    {label:<30} {:>12.0} {:>8.0}µs {:>6.1}µs {:>12.0} {:>8.0}µs {:>6.1}µs",
             a.rps, a.p50, a.cpu_us, b.rps, b.p50, b.cpu_us
         );
     }
-    if let ([jwt1, pol1], [jwt8, pol8]) = (one.as_slice(), eight.as_slice()) {
+    let added =
+        |runs: &[Run], i: usize| (runs[i].p50 - runs[0].p50, runs[i].cpu_us - runs[0].cpu_us);
+    for (i, what) in [
+        (1, "policy filter"),
+        (
+            2,
+            "probe, the policy filter's callbacks and host calls (the floor)",
+        ),
+        (3, "probe, the policy filter's callbacks only"),
+    ] {
+        let ((p1, c1), (p8, c8)) = (added(&one, i), added(&eight, i));
         println!(
-            "    policy filter: req/s ratio {:.2} (c=1) {:.2} (c=8); added p50 {:.0} µs (c=1) {:.0} µs (c=8); \
-             added Envoy CPU per request {:.1} µs (c=1) {:.1} µs (c=8); target < 20 µs p50",
-            pol1.rps / jwt1.rps,
-            pol8.rps / jwt8.rps,
-            pol1.p50 - jwt1.p50,
-            pol8.p50 - jwt8.p50,
-            pol1.cpu_us - jwt1.cpu_us,
-            pol8.cpu_us - jwt8.cpu_us,
+            "    {what}: added p50 {p1:.0} µs (c=1) {p8:.0} µs (c=8); added Envoy CPU per request {c1:.1} µs (c=1) {c8:.1} µs (c=8)"
         );
     }
+    println!(
+        "    policy filter: req/s ratio {:.2} (c=1) {:.2} (c=8); target < 20 µs added p50",
+        one[1].rps / one[0].rps,
+        eight[1].rps / eight[0].rps,
+    );
+    let per_filter = |i: usize| (one[i].cpu_us - one[0].cpu_us) / 10.0;
+    println!(
+        "    per filter in chains of ten (added Envoy CPU / 10, c=1): policy {:.1} µs, probe with its calls {:.1} µs, \
+         probe with its callbacks {:.1} µs: the decision itself {:.1} µs",
+        per_filter(4),
+        per_filter(5),
+        per_filter(6),
+        per_filter(4) - per_filter(5),
+    );
 }
 
 fn main() {

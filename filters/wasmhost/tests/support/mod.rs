@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use mcpgw_core::jwk::{Algorithm, Jwks};
@@ -90,6 +90,11 @@ pub fn jwt_config(port: u16, issuer: &Issuer, names: &[&str]) -> Value {
 
 /// An `http_filters` entry loading `module` with `plugin_config`.
 pub fn wasm_filter(name: &str, module: &str, plugin_config: &Value) -> Value {
+    wasm_filter_from(name, &wasm(module), &plugin_config.to_string())
+}
+
+/// An `http_filters` entry loading the module at `path` with the plugin configuration `text`.
+pub fn wasm_filter_from(name: &str, path: &Path, text: &str) -> Value {
     json!({
         "name": format!("mcpgw.{name}"),
         "typed_config": {
@@ -101,11 +106,11 @@ pub fn wasm_filter(name: &str, module: &str, plugin_config: &Value) -> Value {
                 "vm_config": {
                     "vm_id": format!("mcpgw_{name}"),
                     "runtime": "envoy.wasm.runtime.v8",
-                    "code": { "local": { "filename": wasm(module) } }
+                    "code": { "local": { "filename": path } }
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": plugin_config.to_string()
+                    "value": text
                 }
             }
         }
