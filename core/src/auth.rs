@@ -9,13 +9,13 @@
 //! token seen again costs no signature check; claims are re-checked on every request.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 
 use crate::claims::{AccessTokenClaims, Audience, Scopes};
+use crate::hash::{Fold, words};
 use crate::identity::Identity;
 use crate::jwk::{Algorithm, FastKey, KeyEntry, KeySet, VerifyingKey};
 use crate::resource::Resource;
@@ -415,52 +415,21 @@ pub fn deny(reason: DenyReason, resource: &Resource) -> Denial {
     }
 }
 
-/// A bounded cache of verified tokens. An entry is found by a fast hash of the token and only
-/// used when the whole token is the same, so no other token can hit it; the hash needs no key
-/// because only tokens whose signature verified are ever inserted, so nobody chooses the entries.
+/// A bounded cache of verified tokens. An entry is found by a fast hash of the token
+/// ([`Fold`]) and only used when the whole token is the same, so no other token can hit it;
+/// only tokens whose signature verified are ever inserted, so nobody chooses the entries.
 /// (Keyed by the token's SHA-256, a hit cost ~25k more wasm instructions per request.) An entry
 /// is never used after its token's `exp`, nor once its signing key has left the key set; hosts
 /// should [`clear`](TokenCache::clear) it when the key set changes.
 #[derive(Debug)]
 pub struct TokenCache {
-    entries: HashMap<u64, (Box<str>, Verified), BuildHasherDefault<Prehashed>>,
+    entries: HashMap<u64, (Box<str>, Verified), Fold>,
     capacity: usize,
 }
 
-/// The hasher of a map whose keys are hashes already.
-#[derive(Debug, Default)]
-struct Prehashed(u64);
-
-impl Hasher for Prehashed {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value;
-    }
-}
-
-/// The little-endian 8-byte words of `bytes`, the last one zero-padded.
-fn words(bytes: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    bytes.chunks(8).map(|chunk| {
-        let mut word = [0u8; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        u64::from_le_bytes(word)
-    })
-}
-
-/// A fast hash of a token, a word at a time (multiply-rotate).
+/// A fast hash of a token (seeded with its length: its last word is zero-padded).
 fn token_hash(token: &str) -> u64 {
-    words(token.as_bytes()).fold(token.len() as u64, |h, w| {
-        (h.rotate_left(23) ^ w).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    })
+    Fold::hash(token.len() as u64, token.as_bytes())
 }
 
 /// Whether two tokens are the same, compared a word at a time.

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod claims;
+pub mod hash;
 pub mod identity;
 pub mod jwk;
 pub mod mcp;

@@ -10,7 +10,6 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use cel::common::types::{
@@ -22,6 +21,7 @@ use cel::{Context, Env, Program, Value as CelValue};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::hash::Fold;
 use crate::identity;
 use crate::mcp::{self, Body, Kind, Limits, ListKind, McpHeaders, PendingList};
 
@@ -1132,7 +1132,7 @@ struct ConditionMemo(Mutex<MemoState>);
 
 #[derive(Debug, Default)]
 struct MemoState {
-    results: HashMap<Vec<u8>, bool, MemoHasher>,
+    results: HashMap<Vec<u8>, bool, Fold>,
     /// The key being looked up, built here so a lookup allocates nothing.
     key: Vec<u8>,
 }
@@ -1192,59 +1192,6 @@ fn write_memo_key(key: &mut Vec<u8>, i: usize, variables: u16, req: &Request<'_>
             Var::Name | Var::Arguments => req.name,
         };
         push(key, single.unwrap_or_default());
-    }
-}
-
-/// The memo's hash: a multiply-fold over 8-byte words (a few instructions a word, where SipHash
-/// takes dozens), keyed per process from `RandomState`. Its keys hold client-chosen values, and
-/// a collision costs at most a walk over [`MEMO_ENTRIES`] keys.
-#[derive(Debug, Clone, Copy)]
-struct MemoHasher(u64);
-
-impl Default for MemoHasher {
-    fn default() -> Self {
-        Self(std::collections::hash_map::RandomState::new().hash_one(MEMO_ENTRIES))
-    }
-}
-
-impl BuildHasher for MemoHasher {
-    type Hasher = FoldHasher;
-
-    fn build_hasher(&self) -> FoldHasher {
-        FoldHasher(self.0)
-    }
-}
-
-/// [`MemoHasher`]'s hasher.
-#[derive(Debug)]
-struct FoldHasher(u64);
-
-impl FoldHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0 ^ word)
-            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(26);
-    }
-}
-
-impl Hasher for FoldHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut words = bytes.chunks_exact(8);
-        for w in &mut words {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(w);
-            self.add(u64::from_le_bytes(b));
-        }
-        let rest = words.remainder();
-        if !rest.is_empty() {
-            let mut b = [0u8; 8];
-            b[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(b) ^ 0x80);
-        }
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
     }
 }
 

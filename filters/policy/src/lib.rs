@@ -18,9 +18,9 @@
 use std::borrow::Cow;
 use std::cell::{OnceCell, RefCell};
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 use std::rc::Rc;
 
+use mcpgw_core::hash::Fold;
 use mcpgw_core::identity;
 use mcpgw_core::mcp::{self, ListKind, McpHeaders, PendingList};
 use mcpgw_core::policy::{CALLER_HEADERS, Caller, HttpRequest, Outcome, Policy, SERVER_HEADER};
@@ -628,36 +628,7 @@ impl PolicyStream {
 #[derive(Debug, Default)]
 struct Contexts {
     roots: Vec<PolicyRoot>,
-    streams: HashMap<u32, PolicyStream, BuildHasherDefault<IdHasher>>,
-}
-
-/// Hashes context ids (Envoy numbers them one after another; no client chooses them) with one
-/// multiplication instead of SipHash.
-#[derive(Debug, Default)]
-struct IdHasher(u64);
-
-impl Hasher for IdHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.write_u8(b);
-        }
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u32(&mut self, n: u32) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
+    streams: HashMap<u32, PolicyStream, Fold>,
 }
 
 thread_local! {
