@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use mcpgw_bridge::Bridge;
 use mcpgw_bridge::config::{Config, LogFormat};
@@ -42,9 +43,16 @@ fn main() -> anyhow::Result<()> {
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let listen = cfg.listen;
     let bridge = Bridge::new(cfg)?;
+    // Each SSE event is a small write of its own: without TCP_NODELAY, one could wait for the
+    // client's delayed ACK of the one before.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
+        .with_context(|| format!("cannot listen on {listen}"))?
+        .tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+            }
+        });
     info!(%listen, path = %bridge.cfg.path, command = ?bridge.child_opts.argv, "mcpgw-bridge listening");
     bridge.start();
     let app = mcpgw_bridge::http::router(Arc::clone(&bridge));

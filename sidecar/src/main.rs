@@ -6,6 +6,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use mcpgw_sidecar::config::{Config, LogFormat};
 use mcpgw_sidecar::{AppState, key_storage, keys, now, router, store::Store};
@@ -107,7 +108,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind(listen).await?;
+    // Answers are small writes; none should wait for the client's delayed ACK.
+    let listener = tokio::net::TcpListener::bind(listen).await?.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
+        }
+    });
     tracing::info!(%listen, issuer = %state.config.issuer, "mcpgw-sidecar listening");
     axum::serve(
         listener,
