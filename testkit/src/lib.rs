@@ -59,6 +59,25 @@ pub fn dist_wasm(name: &str) -> PathBuf {
     workspace_root().join("dist").join(name)
 }
 
+/// A measuring probe module that `make <make_target>` builds: the path in `$var` (the Makefile
+/// passes the one it built), else `target/wasm32-wasip1/wasm/<file>`.
+pub fn probe_wasm(var: &str, file: &str, make_target: &str) -> PathBuf {
+    let module = std::env::var_os(var).map_or_else(
+        || {
+            workspace_root()
+                .join("target/wasm32-wasip1/wasm")
+                .join(file)
+        },
+        PathBuf::from,
+    );
+    assert!(
+        module.exists(),
+        "{} is missing: `make {make_target}` builds it",
+        module.display()
+    );
+    module
+}
+
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     // Binding port 0 asks the kernel for an unused port; the listener closes on return.

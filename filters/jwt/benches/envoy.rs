@@ -31,7 +31,7 @@ use std::process::Command;
 
 use common::*;
 use mcpgw_core::jwk::Algorithm;
-use mcpgw_testkit::{Envoy, bench_run, bench_setting, free_port};
+use mcpgw_testkit::{Envoy, bench_run, bench_setting, free_port, probe_wasm};
 use mcpgw_wasmhost::{Plugin, Shared, Vm};
 use serde_json::{Value, json};
 
@@ -157,15 +157,7 @@ const PROBES: [(&str, &str); 3] = [
 /// An `http_filters` entry loading the probe module (`$MCPGW_PROBE_WASM`; `make bench-jwt`
 /// builds it) with `work`.
 fn probe_filter(work: &str) -> Value {
-    let module = std::env::var_os("MCPGW_PROBE_WASM").map_or_else(
-        || mcpgw_testkit::workspace_root().join("target/wasm32-wasip1/wasm/mcpgw_probe.wasm"),
-        std::path::PathBuf::from,
-    );
-    assert!(
-        module.exists(),
-        "{} is missing: `make bench-jwt` builds it",
-        module.display()
-    );
+    let module = probe_wasm("MCPGW_PROBE_WASM", "mcpgw_probe.wasm", "bench-jwt");
     json!({
         "name": "mcpgw.probe",
         "typed_config": {

@@ -22,7 +22,7 @@ mod support;
 use std::process::Command;
 use std::time::Instant;
 
-use mcpgw_testkit::{Envoy, bench_run, bench_setting, free_port, scratch_dir, unique};
+use mcpgw_testkit::{Envoy, bench_run, bench_setting, free_port, probe_wasm, scratch_dir, unique};
 use mcpgw_wasmhost::{Plugin, Shared, Vm};
 use serde_json::{Value, json};
 use support::*;
@@ -233,17 +233,10 @@ fn micros(v: &str) -> f64 {
 /// `filters/probe/examples/policy_floor.rs`): the policy filter's callbacks, with `calls` also its
 /// host calls, deciding nothing.
 fn probe_filter(work: &str) -> Value {
-    let module = std::env::var_os("MCPGW_POLICY_FLOOR_WASM").map_or_else(
-        || {
-            mcpgw_testkit::workspace_root()
-                .join("target/wasm32-wasip1/wasm/examples/policy_floor.wasm")
-        },
-        std::path::PathBuf::from,
-    );
-    assert!(
-        module.exists(),
-        "{} is missing: `make bench-policy` builds it",
-        module.display()
+    let module = probe_wasm(
+        "MCPGW_POLICY_FLOOR_WASM",
+        "examples/policy_floor.wasm",
+        "bench-policy",
     );
     wasm_filter_from("probe", &module, work)
 }
