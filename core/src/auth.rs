@@ -87,6 +87,10 @@ pub enum VerifyError {
     /// A required claim is missing or has the wrong type.
     #[error("missing or invalid claim `{0}`")]
     MissingClaim(&'static str),
+    /// An identity claim holds what the gateway cannot pass on exactly
+    /// ([`crate::identity::check_claims`]).
+    #[error(transparent)]
+    Uncarriable(#[from] crate::identity::UncarriableClaim),
     /// `iss` is not the configured issuer.
     #[error("wrong issuer")]
     WrongIssuer,
@@ -265,8 +269,10 @@ pub fn verify_signature(
         .decode(payload_b64)
         .map_err(|_| VerifyError::Malformed)?;
     let raw: RawClaims = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
+    let claims = raw.into_claims()?;
+    crate::identity::check_claims(&claims)?;
     Ok(Verified {
-        claims: raw.into_claims()?,
+        claims,
         kid: key.kid.clone(),
     })
 }

@@ -5,6 +5,7 @@ use std::sync::OnceLock;
 use serde_json::{Value, json};
 
 use super::*;
+use crate::identity::UncarriableClaim;
 use crate::jwk::{Jwk, Jwks, KeyError};
 use crate::resource::{ProtectedResourceMetadata, Resource};
 use crate::revocation::RevokedTokens;
@@ -326,6 +327,31 @@ fn rejects_each_invalid_token_with_its_reason() {
             "iat in the future",
             set_claim("iat", json!(NOW + leeway + 1)),
             VerifyError::IssuedInFuture,
+        ),
+        (
+            "control character in the login",
+            set_claim("preferred_username", json!("ad\u{0}min")),
+            VerifyError::Uncarriable(UncarriableClaim::ControlCharacter("preferred_username")),
+        ),
+        (
+            "newline in the email",
+            set_claim("email", json!("mallory@evil.test\n@corp.test")),
+            VerifyError::Uncarriable(UncarriableClaim::ControlCharacter("email")),
+        ),
+        (
+            "control character in the subject",
+            set_claim("sub", json!("oidc:admin\u{0}")),
+            VerifyError::Uncarriable(UncarriableClaim::ControlCharacter("sub")),
+        ),
+        (
+            "C1 control in a group",
+            set_claim("groups", json!(["eng", "adm\u{85}ins"])),
+            VerifyError::Uncarriable(UncarriableClaim::ControlCharacter("groups")),
+        ),
+        (
+            "empty group",
+            set_claim("groups", json!(["eng", ""])),
+            VerifyError::Uncarriable(UncarriableClaim::EmptyItem("groups")),
         ),
     ];
     // RFC 9068 §2.2: every one of these is required.

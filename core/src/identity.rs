@@ -2,6 +2,11 @@
 //! it. The JWT filter and the sidecar's `/verify` both set exactly these; the policy filter and the
 //! MCP servers read them. Any header starting with [`HEADER_PREFIX`] that a client sends is removed
 //! before these are set, so they cannot be spoofed.
+//!
+//! Values travel [`encode`]d (percent-escapes for controls, spaces, non-ASCII, `%` and `,`), so a
+//! group holding a comma or a name ending in a Unicode space reaches the policy exactly as the
+//! token states it; [`decode`] reverses it. Tokens whose claims hold control characters are
+//! refused ([`check_claims`]).
 
 use std::borrow::Cow;
 
@@ -15,11 +20,11 @@ pub const SUBJECT: &str = "x-mcpgw-subject";
 pub const USER: &str = "x-mcpgw-user";
 /// The token's `email`.
 pub const EMAIL: &str = "x-mcpgw-email";
-/// The token's `groups`, comma-separated.
+/// The token's `groups`, each [`encode`]d, comma-separated.
 pub const GROUPS: &str = "x-mcpgw-groups";
 /// The token's `client_id`.
 pub const CLIENT_ID: &str = "x-mcpgw-client-id";
-/// The granted scopes, space-separated.
+/// The granted scopes, each [`encode`]d, space-separated.
 pub const SCOPES: &str = "x-mcpgw-scopes";
 /// The canonical URL of the matched resource (the token's audience).
 pub const RESOURCE: &str = "x-mcpgw-resource";
@@ -27,11 +32,15 @@ pub const RESOURCE: &str = "x-mcpgw-resource";
 /// Every identity header name, in the order [`Identity::headers`] yields them.
 pub const ALL_HEADERS: [&str; 7] = [SUBJECT, USER, EMAIL, GROUPS, CLIENT_ID, SCOPES, RESOURCE];
 
-/// Whether a request header name (any case) is one of ours and must be dropped if a client sent it.
+/// Whether a request header name is one of ours and must be dropped if a client sent it: any
+/// case, and `_` read as `-` (CGI/WSGI-style upstreams fold `x_mcpgw_user` into `x-mcpgw-user`).
 pub fn is_identity_header(name: impl AsRef<[u8]>) -> bool {
     let name = name.as_ref();
     name.len() >= HEADER_PREFIX.len()
-        && name[..HEADER_PREFIX.len()].eq_ignore_ascii_case(HEADER_PREFIX.as_bytes())
+        && name
+            .iter()
+            .zip(HEADER_PREFIX.bytes())
+            .all(|(&got, want)| got.to_ascii_lowercase() == want || (got == b'_' && want == b'-'))
 }
 
 /// Who is calling, as established by a verified access token.
@@ -74,34 +83,138 @@ impl Identity {
     }
 
     /// The identity headers to add to the upstream request; absent or empty values are left out.
-    /// Values are made header-safe (control characters, which cannot appear in a header value,
-    /// are dropped); a value that already is one is borrowed, not copied.
+    /// Every value is [`encode`]d, lists item by item, so what the policy filter and the
+    /// upstream decode is exactly what the token states.
     pub fn headers(&self) -> Vec<(&'static str, Cow<'_, str>)> {
         let values = [
-            Some(Cow::Borrowed(self.subject.as_str())),
-            self.user.as_deref().map(Cow::Borrowed),
-            self.email.as_deref().map(Cow::Borrowed),
-            Some(Cow::Owned(self.groups.join(","))),
-            Some(Cow::Borrowed(self.client_id.as_str())),
-            Some(Cow::Owned(self.scopes.join(" "))),
-            Some(Cow::Borrowed(self.resource.as_str())),
+            Some(encode(&self.subject)),
+            self.user.as_deref().map(encode),
+            self.email.as_deref().map(encode),
+            Some(encode_list(&self.groups, ',')),
+            Some(encode(&self.client_id)),
+            Some(encode_list(&self.scopes, ' ')),
+            Some(encode(&self.resource)),
         ];
         ALL_HEADERS
             .into_iter()
             .zip(values)
             .filter_map(|(name, value)| {
-                let value = header_safe(value?);
+                let value = value?;
                 (!value.is_empty()).then_some((name, value))
             })
             .collect()
     }
 }
 
-/// `value` without control characters (which cannot appear in a header value).
-fn header_safe(value: Cow<'_, str>) -> Cow<'_, str> {
-    if value.chars().any(char::is_control) {
-        Cow::Owned(value.chars().filter(|c| !c.is_control()).collect())
-    } else {
-        value
+/// Why a claim cannot become an identity value; the token carrying it is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UncarriableClaim {
+    /// The value holds a control character (C0, DEL or C1).
+    #[error("claim `{0}` holds a control character")]
+    ControlCharacter(&'static str),
+    /// A list item (group, scope) is empty.
+    #[error("claim `{0}` holds an empty item")]
+    EmptyItem(&'static str),
+}
+
+/// Checks that every identity claim can be carried exactly: no control characters anywhere, no
+/// empty group or scope. The token verifier refuses tokens that fail, and the sidecar refuses such
+/// a login, so no rule ever compares a value some component would read differently.
+pub fn check_claims(claims: &AccessTokenClaims) -> Result<(), UncarriableClaim> {
+    check_value("sub", &claims.sub)?;
+    check_value("client_id", &claims.client_id)?;
+    for (name, v) in [
+        ("preferred_username", &claims.preferred_username),
+        ("email", &claims.email),
+        ("name", &claims.name),
+    ] {
+        v.as_deref().map_or(Ok(()), |v| check_value(name, v))?;
     }
+    check_items("groups", &claims.groups)?;
+    check_items("scope", &claims.scope.0)
+}
+
+/// [`check_claims`] for one value of claim `claim`.
+pub fn check_value(claim: &'static str, value: &str) -> Result<(), UncarriableClaim> {
+    if value.chars().any(char::is_control) {
+        return Err(UncarriableClaim::ControlCharacter(claim));
+    }
+    Ok(())
+}
+
+/// [`check_claims`] for the items of list claim `claim`.
+pub fn check_items(claim: &'static str, items: &[String]) -> Result<(), UncarriableClaim> {
+    items.iter().try_for_each(|v| {
+        if v.is_empty() {
+            return Err(UncarriableClaim::EmptyItem(claim));
+        }
+        check_value(claim, v)
+    })
+}
+
+/// Whether byte `b` travels escaped in an identity header value: controls, space, non-ASCII,
+/// `%` and the list separator `,` (space separates scopes).
+fn escaped(b: u8) -> bool {
+    b <= b' ' || b >= 0x7f || b == b'%' || b == b','
+}
+
+/// An identity value as it travels in a header: UTF-8, each [`escaped`] byte written `%XX`
+/// (upper-case hex); a value needing no escape is borrowed. [`decode`] reverses it exactly.
+pub fn encode(value: &str) -> Cow<'_, str> {
+    if !value.bytes().any(escaped) {
+        return Cow::Borrowed(value);
+    }
+    let mut out = String::with_capacity(value.len() + 8);
+    for b in value.bytes() {
+        if escaped(b) {
+            const HEX: &[u8; 16] = b"0123456789ABCDEF";
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A list of values as one header: each item [`encode`]d, joined by `separator`.
+fn encode_list(items: &[String], separator: char) -> Cow<'static, str> {
+    let mut out = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(separator);
+        }
+        out.push_str(&encode(item));
+    }
+    Cow::Owned(out)
+}
+
+/// The value an [`encode`]d header value stands for; `None` when it is not one [`encode`] could
+/// have written (a byte that should have been escaped, a bad escape, or not UTF-8): the request
+/// carrying it is refused.
+pub fn decode(text: &str) -> Option<Cow<'_, str>> {
+    let bytes = text.as_bytes();
+    if !bytes.contains(&b'%') {
+        return (!bytes.iter().any(|&b| escaped(b))).then_some(Cow::Borrowed(text));
+    }
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b == b'%' {
+            let hex = |j: usize| char::from(*bytes.get(j)?).to_digit(16);
+            let v = u8::try_from(hex(i + 1)? * 16 + hex(i + 2)?).ok()?;
+            if !escaped(v) || bytes[i + 1..i + 3].iter().any(u8::is_ascii_lowercase) {
+                return None;
+            }
+            out.push(v);
+            i += 3;
+        } else if escaped(b) {
+            return None;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok().map(Cow::Owned)
 }

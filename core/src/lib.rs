@@ -10,5 +10,6 @@ pub mod mcp;
 pub mod policy;
 pub mod resource;
 pub mod revocation;
+pub mod route;
 #[cfg(any(test, feature = "signing"))]
 pub mod signing;

@@ -19,6 +19,8 @@ pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
 /// MCP 2026-07-28 `HeaderMismatch`: `Mcp-Method` / `Mcp-Name` disagree with the body.
 pub const HEADER_MISMATCH: i64 = -32020;
+/// JSON-RPC "invalid params": a resource URI the gateway will not read another way.
+pub const INVALID_PARAMS: i64 = -32602;
 /// mcpgw: the policy denied the call (JSON-RPC leaves -32000..-32099 to implementations).
 pub const FORBIDDEN: i64 = -32003;
 /// JSON-RPC 2.0 internal error.
@@ -66,6 +68,12 @@ pub enum ParseError {
     /// A batch has more than [`Limits::max_batch`] members.
     #[error("batch has more than {0} messages")]
     BatchTooLarge(usize),
+    /// A resource URI that an MCP server would read as another URI ([`canonical_uri`]).
+    #[error("resource URI is not in canonical form (WHATWG URL): send {0}")]
+    NotCanonical(String),
+    /// A resource URI that does not parse as a URL.
+    #[error("resource URI is not a URL")]
+    NotUri,
 }
 
 impl ParseError {
@@ -81,6 +89,7 @@ impl ParseError {
     pub fn rpc_code(&self) -> i64 {
         match self {
             Self::NotJson | Self::TooDeep(_) => PARSE_ERROR,
+            Self::NotCanonical(_) | Self::NotUri => INVALID_PARAMS,
             _ => INVALID_REQUEST,
         }
     }
@@ -809,9 +818,9 @@ fn target<'a>(
     method: &str,
     params: RawParams<'a>,
 ) -> Result<(Option<Cow<'a, str>>, Option<Value>), ParseError> {
-    let named = match method {
-        "tools/call" | "prompts/get" => params.name,
-        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => params.uri,
+    let (named, uri) = match method {
+        "tools/call" | "prompts/get" => (params.name, false),
+        "resources/read" | "resources/subscribe" | "resources/unsubscribe" => (params.uri, true),
         _ => return Ok((None, None)),
     };
     let Some(Text::Str(name)) = named else {
@@ -819,7 +828,23 @@ fn target<'a>(
             "`params` lacks the string naming the target",
         ));
     };
+    if uri {
+        canonical_uri(&name)?;
+    }
     Ok((Some(name), params.arguments))
+}
+
+/// Checks that a resource URI is exactly what the MCP SDKs' servers make of it (both parse it
+/// as a WHATWG URL before looking it up: dot segments and `%2e` resolved, tabs and newlines
+/// dropped, the scheme lower-cased). Rules then see the URI the server will serve; a URI the parse
+/// would change is refused, never rewritten, and the error names the canonical form.
+pub fn canonical_uri(uri: &str) -> Result<(), ParseError> {
+    let parsed = url::Url::parse(uri).map_err(|_| ParseError::NotUri)?;
+    if parsed.as_str() == uri {
+        Ok(())
+    } else {
+        Err(ParseError::NotCanonical(parsed.into()))
+    }
 }
 
 /// The MCP request headers, as received (borrowing the header values).

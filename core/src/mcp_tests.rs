@@ -835,3 +835,66 @@ fn spliced_lists_agree_with_reserialised_ones_on_random_documents() {
     }
     assert!(spliced > 200 && via_value > 30, "{spliced} {via_value}");
 }
+
+/// Resource URIs that an MCP server's WHATWG parse would read as another URI are refused before
+/// any rule sees them; the ones it keeps as they are pass.
+#[test]
+fn resource_uris_are_refused_unless_canonical() {
+    let read = |uri: &str| {
+        let body =
+            json!({"jsonrpc": "2.0", "id": 1, "method": "resources/read", "params": {"uri": uri}});
+        parse_body(body.to_string().as_bytes(), &Limits::default())
+            .map(|b| b.messages()[0].name.as_deref().map(str::to_owned))
+    };
+    for uri in [
+        "demo://resource/static/document/architecture.md",
+        "demo://resource/dynamic/text/1",
+        "file:///home/user/notes.txt",
+        "https://example.com/a%20b?q=1#f",
+        "urn:isbn:0451450523",
+    ] {
+        assert_eq!(read(uri), Ok(Some(uri.into())), "{uri}");
+    }
+    let static_doc = "demo://resource/static/document/architecture.md";
+    for (uri, canonical) in [
+        (
+            "demo://resource/dynamic/text/../../static/document/architecture.md",
+            static_doc,
+        ),
+        (
+            "demo://resource/static/document/./architecture.md",
+            static_doc,
+        ),
+        (
+            "demo://resource/dynamic/text/%2e%2e/%2E%2e/static/document/architecture.md",
+            static_doc,
+        ),
+        (
+            "demo://resource/static/document/archi\ttecture.md",
+            static_doc,
+        ),
+        (
+            "demo://resource/static/document/architecture.md\n",
+            static_doc,
+        ),
+        (
+            "DEMO://resource/static/document/architecture.md",
+            static_doc,
+        ),
+        ("https://EXAMPLE.com/x", "https://example.com/x"),
+        ("https://example.com/a b", "https://example.com/a%20b"),
+        ("https://example.com:443/x", "https://example.com/x"),
+        ("https://example.com\\x", "https://example.com/x"),
+    ] {
+        assert_eq!(
+            read(uri),
+            Err(ParseError::NotCanonical(canonical.into())),
+            "{uri:?}"
+        );
+    }
+    for uri in ["", "relative/path", "demo", "http://[::1"] {
+        assert_eq!(read(uri), Err(ParseError::NotUri), "{uri:?}");
+    }
+    let e = read("demo://a/./b").unwrap_err();
+    assert_eq!((e.http_status(), e.rpc_code()), (400, INVALID_PARAMS));
+}

@@ -24,6 +24,7 @@ use serde_json::Value;
 use crate::hash::Fold;
 use crate::identity;
 use crate::mcp::{self, Body, Kind, Limits, ListKind, McpHeaders, PendingList};
+use crate::route::{self, Route};
 
 /// The policy as written (JSON). Every field is documented in README.md ("Policy").
 #[derive(Debug, Clone, Deserialize)]
@@ -181,22 +182,23 @@ pub const CONDITION_VARIABLES: &[&str] = &[
 pub struct PolicyError(pub Vec<String>);
 
 /// The caller, as the JWT filter established it (`x-mcpgw-*` headers, [`crate::identity`]),
-/// borrowing the header values. Unlike [`crate::identity::Identity`] every field may be absent: a
-/// route without the JWT filter has an anonymous caller.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// decoded ([`identity::decode`]) and borrowing the header values where no escape was needed.
+/// Unlike [`crate::identity::Identity`] every field may be absent: a route without the JWT filter
+/// has an anonymous caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller<'a> {
     /// `x-mcpgw-subject`.
-    pub subject: Option<&'a str>,
-    /// `x-mcpgw-user`.
-    pub user: Option<&'a str>,
-    /// `x-mcpgw-email`.
-    pub email: Option<&'a str>,
-    /// `x-mcpgw-groups`, split on commas.
+    pub subject: Option<Cow<'a, str>>,
+    /// `x-mcpgw-user`: the token's `preferred_username`.
+    pub user: Option<Cow<'a, str>>,
+    /// `x-mcpgw-email`: the token's `email`, which the sidecar sets only when verified.
+    pub email: Option<Cow<'a, str>>,
+    /// `x-mcpgw-groups`.
     pub groups: List<'a>,
-    /// `x-mcpgw-scopes`, split on spaces.
+    /// `x-mcpgw-scopes`.
     pub scopes: List<'a>,
     /// `x-mcpgw-client-id`.
-    pub client_id: Option<&'a str>,
+    pub client_id: Option<Cow<'a, str>>,
 }
 
 /// The `x-mcpgw-*` headers [`Caller::from_values`] reads, in its order.
@@ -209,29 +211,42 @@ pub const CALLER_HEADERS: [&str; 6] = [
     identity::CLIENT_ID,
 ];
 
+/// An identity header holds what the JWT filter cannot have written: the request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("malformed identity header {0}")]
+pub struct MalformedIdentity(pub &'static str);
+
 impl<'a> Caller<'a> {
     /// Builds the caller from the `x-mcpgw-*` header values (`get` returns a header's value).
-    pub fn from_headers(get: impl Fn(&str) -> Option<&'a str>) -> Self {
+    pub fn from_headers(get: impl Fn(&str) -> Option<&'a str>) -> Result<Self, MalformedIdentity> {
         Self::from_values(CALLER_HEADERS.map(get))
     }
 
     /// Builds the caller from the values of the [`CALLER_HEADERS`], in that order.
-    pub fn from_values(values: [Option<&'a str>; 6]) -> Self {
+    pub fn from_values(values: [Option<&'a str>; 6]) -> Result<Self, MalformedIdentity> {
         let [subject, user, email, groups, scopes, client_id] = values;
-        let nonempty = |v: Option<&'a str>| v.filter(|s| !s.is_empty());
-        Self {
-            subject: nonempty(subject),
-            user: nonempty(user),
-            email: nonempty(email),
-            groups: List::new(groups.unwrap_or_default(), b','),
-            scopes: List::new(scopes.unwrap_or_default(), b' '),
-            client_id: nonempty(client_id),
-        }
+        let one = |i: usize, v: Option<&'a str>| match v.filter(|s| !s.is_empty()) {
+            None => Ok(None),
+            Some(v) => identity::decode(v)
+                .map(Some)
+                .ok_or(MalformedIdentity(CALLER_HEADERS[i])),
+        };
+        let list = |i: usize, v: Option<&'a str>, separator| {
+            List::new(v.unwrap_or_default(), separator).ok_or(MalformedIdentity(CALLER_HEADERS[i]))
+        };
+        Ok(Self {
+            subject: one(0, subject)?,
+            user: one(1, user)?,
+            email: one(2, email)?,
+            groups: list(3, groups, b',')?,
+            scopes: list(4, scopes, b' ')?,
+            client_id: one(5, client_id)?,
+        })
     }
 }
 
-/// A list header value, read in place: items separated by one ASCII character, trimmed (as
-/// `str::trim` does), empty ones dropped (`"a, a/b,,"` holds `a` and `a/b`).
+/// A list header value, read in place: items separated by one ASCII character, each
+/// [`identity::decode`]d. Nothing is trimmed or dropped: an item is exactly what the token holds.
 #[derive(Clone, Copy, Default)]
 pub struct List<'a> {
     raw: &'a str,
@@ -239,48 +254,33 @@ pub struct List<'a> {
 }
 
 impl<'a> List<'a> {
-    /// The list in `raw`, items separated by `separator` (ASCII).
-    pub fn new(raw: &'a str, separator: u8) -> Self {
-        Self { raw, separator }
+    /// The list in `raw`, items separated by `separator` (ASCII); `None` if an item is not a
+    /// value [`identity::encode`] writes.
+    pub fn new(raw: &'a str, separator: u8) -> Option<Self> {
+        let list = Self { raw, separator };
+        list.raw_items()
+            .all(|item| identity::decode(item).is_some())
+            .then_some(list)
+    }
+
+    fn raw_items(&self) -> impl Iterator<Item = &'a str> + use<'a> {
+        let raw = self.raw;
+        let separator = char::from(self.separator);
+        (!raw.is_empty())
+            .then(|| raw.split(separator))
+            .into_iter()
+            .flatten()
     }
 
     /// The items, in order.
-    pub fn iter(&self) -> impl Iterator<Item = &'a str> + use<'a> {
-        let separator = self.separator;
-        let mut rest = Some(self.raw);
-        std::iter::from_fn(move || {
-            loop {
-                let text = rest?;
-                // An ASCII separator splits only at char boundaries.
-                let (item, tail) = match text.bytes().position(|b| b == separator) {
-                    Some(i) => (text.get(..i)?, text.get(i + 1..)),
-                    None => (text, None),
-                };
-                rest = tail;
-                let item = trim(item);
-                if !item.is_empty() {
-                    return Some(item);
-                }
-            }
-        })
+    pub fn iter(&self) -> impl Iterator<Item = Cow<'a, str>> + use<'a> {
+        // `new` checked that every item decodes.
+        self.raw_items().filter_map(identity::decode)
     }
 
     /// Whether `item` is one of the items.
     pub fn contains(&self, item: &str) -> bool {
         self.iter().any(|x| x == item)
-    }
-}
-
-/// `str::trim`, without its Unicode checks when both ends are ASCII and not whitespace (the
-/// usual item, which it returns as is).
-fn trim(s: &str) -> &str {
-    let plain =
-        |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii() && !b.is_ascii_whitespace() && b != 0x0b);
-    let bytes = s.as_bytes();
-    if plain(bytes.first()) && plain(bytes.last()) {
-        s
-    } else {
-        s.trim()
     }
 }
 
@@ -290,7 +290,7 @@ impl fmt::Debug for List<'_> {
     }
 }
 
-/// Lists are equal when they hold the same items, however written.
+/// Lists are equal when they hold the same items.
 impl PartialEq for List<'_> {
     fn eq(&self, other: &Self) -> bool {
         self.iter().eq(other.iter())
@@ -465,27 +465,32 @@ impl Rule {
             && self
                 .groups
                 .as_ref()
-                .is_none_or(|g| id.groups.iter().any(|x| g.contains(x)))
+                .is_none_or(|g| id.groups.iter().any(|x| g.contains(x.as_ref())))
             && self.scopes.iter().all(|s| id.scopes.contains(s))
     }
 
     /// [`Rule::matches_caller`] with the caller's groups and scopes already split, for a
     /// caller that many rules are matched against.
-    fn matches_split_caller(&self, id: &Caller<'_>, groups: &[&str], scopes: &[&str]) -> bool {
+    fn matches_split_caller(
+        &self,
+        id: &Caller<'_>,
+        groups: &[Cow<'_, str>],
+        scopes: &[Cow<'_, str>],
+    ) -> bool {
         self.matches_identity(id)
             && self
                 .groups
                 .as_ref()
-                .is_none_or(|g| groups.iter().any(|x| g.contains(*x)))
-            && self.scopes.iter().all(|s| scopes.contains(&s.as_str()))
+                .is_none_or(|g| groups.iter().any(|x| g.contains(x.as_ref())))
+            && self.scopes.iter().all(|s| scopes.iter().any(|x| x == s))
     }
 
     /// The caller-only fields but groups and scopes.
     fn matches_identity(&self, id: &Caller<'_>) -> bool {
         (self.anonymous || id.subject.is_some())
-            && in_set(&self.subjects, id.subject)
-            && in_set(&self.users, id.user)
-            && in_set(&self.client_ids, id.client_id)
+            && in_set(&self.subjects, id.subject.as_deref())
+            && in_set(&self.users, id.user.as_deref())
+            && in_set(&self.client_ids, id.client_id.as_deref())
     }
 
     /// Whether `names` matches the request's target.
@@ -715,12 +720,12 @@ impl<'a> Variables<'a> {
                 let (req, id) = (&self.req, self.req.caller);
                 let text = |v: Option<&'a str>| cel_str(v.unwrap_or_default());
                 match v {
-                    Var::Subject => text(id.subject),
-                    Var::User => text(id.user),
-                    Var::Email => text(id.email),
-                    Var::ClientId => text(id.client_id),
-                    Var::Groups => cel_list(id.groups),
-                    Var::Scopes => cel_list(id.scopes),
+                    Var::Subject => text(id.subject.as_deref()),
+                    Var::User => text(id.user.as_deref()),
+                    Var::Email => text(id.email.as_deref()),
+                    Var::ClientId => text(id.client_id.as_deref()),
+                    Var::Groups => cel_list(&id.groups),
+                    Var::Scopes => cel_list(&id.scopes),
                     Var::Server => cel_str(req.server),
                     Var::Method => cel_str(req.method),
                     Var::Name => cel_str(req.name.unwrap_or_default()),
@@ -759,8 +764,16 @@ fn cel_str(s: &str) -> Box<dyn Val + '_> {
     Box::new(CelString::from(s))
 }
 
-fn cel_list(items: List<'_>) -> Box<dyn Val + '_> {
-    let items: Vec<Box<dyn Val + '_>> = items.iter().map(cel_str).collect();
+fn cel_list<'a>(items: &List<'a>) -> Box<dyn Val + 'a> {
+    let items: Vec<Box<dyn Val + 'a>> = items
+        .iter()
+        .map(|item| -> Box<dyn Val + 'a> {
+            match item {
+                Cow::Borrowed(s) => cel_str(s),
+                Cow::Owned(s) => Box::new(CelString::from(s)),
+            }
+        })
+        .collect();
     Box::new(CelList::from(items))
 }
 
@@ -796,6 +809,15 @@ struct Server {
     name: String,
     host: Option<String>,
     path_prefix: String,
+}
+
+impl Server {
+    fn route(&self) -> Route<'_> {
+        Route {
+            host: self.host.as_deref(),
+            path_prefix: &self.path_prefix,
+        }
+    }
 }
 
 /// A validated, compiled policy.
@@ -886,10 +908,20 @@ impl TryFrom<RawPolicy> for Policy {
             .iter()
             .map(|s| Server {
                 name: s.name.clone(),
-                host: s.host.as_ref().map(|h| h.to_ascii_lowercase()),
+                host: s.host.clone(),
                 path_prefix: s.path_prefix.clone(),
             })
             .collect();
+        for (i, s) in servers.iter().enumerate() {
+            if servers[..i]
+                .iter()
+                .any(|o| route::same(o.route(), s.route()))
+            {
+                errors.push(format!(
+                    "servers[{i}]: same host and path_prefix as an earlier server"
+                ));
+            }
+        }
         let rules: Vec<Rule> = raw
             .rules
             .into_iter()
@@ -996,29 +1028,15 @@ impl Policy {
 
     /// The server a request is for: the host must match (if the server names one) and the
     /// longest matching path prefix wins.
-    pub fn server_for(&self, host: &str, path: &str) -> Option<&str> {
+    pub fn server_for(&self, host: Option<&str>, path: &str) -> Option<&str> {
         self.server_index(host, path)
             .and_then(|i| self.server_name(i))
     }
 
     /// [`Policy::server_for`] as the server's place in the policy, for a caller that keeps it
     /// ([`Policy::server_name`] reads the name).
-    pub fn server_index(&self, host: &str, path: &str) -> Option<usize> {
-        let host = host
-            .rsplit_once(':')
-            .filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit()))
-            .map_or(host, |(h, _)| h);
-        self.servers
-            .iter()
-            .enumerate()
-            .filter(|(_, s)| {
-                s.host
-                    .as_deref()
-                    .is_none_or(|h| h.eq_ignore_ascii_case(host))
-            })
-            .filter(|(_, s)| path.starts_with(&s.path_prefix))
-            .max_by_key(|(_, s)| (s.path_prefix.len(), s.host.is_some()))
-            .map(|(i, _)| i)
+    pub fn server_index(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        route::find(self.servers.iter().map(Server::route), host, path)
     }
 
     /// The name of the server at place `i` ([`Policy::server_index`]).
@@ -1096,8 +1114,8 @@ impl Policy {
             name: None,
             arguments: None,
         };
-        let groups: Vec<&str> = caller.groups.iter().collect();
-        let scopes: Vec<&str> = caller.scopes.iter().collect();
+        let groups: Vec<Cow<'_, str>> = caller.groups.iter().collect();
+        let scopes: Vec<Cow<'_, str>> = caller.scopes.iter().collect();
         let narrow = |ids: &[usize]| -> Vec<usize> {
             ids.iter()
                 .copied()
@@ -1179,10 +1197,10 @@ fn write_memo_key(key: &mut Vec<u8>, i: usize, variables: u16, req: &Request<'_>
             continue;
         }
         let single = match v {
-            Var::Subject => id.subject,
-            Var::User => id.user,
-            Var::Email => id.email,
-            Var::ClientId => id.client_id,
+            Var::Subject => id.subject.as_deref(),
+            Var::User => id.user.as_deref(),
+            Var::Email => id.email.as_deref(),
+            Var::ClientId => id.client_id.as_deref(),
             Var::Server => Some(req.server),
             Var::Method => Some(req.method),
             // A list as written: the same text is the same list (a list written another way
@@ -1342,6 +1360,8 @@ pub enum Refusal {
     Invalid,
     /// The body is over the size limit (413).
     TooLarge,
+    /// An identity header is not one the JWT filter writes ([`MalformedIdentity`], 403).
+    BadIdentity,
 }
 
 impl Refusal {
@@ -1353,6 +1373,7 @@ impl Refusal {
             Self::HeaderMismatch => "header_mismatch",
             Self::Invalid => "invalid",
             Self::TooLarge => "too_large",
+            Self::BadIdentity => "bad_identity",
         }
     }
 }
@@ -1524,6 +1545,23 @@ impl Policy {
     pub fn refuse_oversized<'a>(&self, server: Option<&'a str>, http_method: &str) -> Outcome<'a> {
         Self::outcome_for(server, http_method)
             .refuse_unparsable(&mcp::ParseError::TooLarge(self.limits.max_body_bytes))
+    }
+
+    /// Refuses a request whose identity headers do not decode (fail closed, 403).
+    /// `server` is the request's ([`Policy::server_for`]).
+    pub fn refuse_malformed<'a>(
+        &self,
+        server: Option<&'a str>,
+        http_method: &str,
+        e: MalformedIdentity,
+    ) -> Outcome<'a> {
+        Self::outcome_for(server, http_method).refuse(
+            Refusal::BadIdentity,
+            403,
+            None,
+            mcp::FORBIDDEN,
+            &e.to_string(),
+        )
     }
 
     fn outcome_for<'a>(server: Option<&'a str>, http_method: &str) -> Outcome<'a> {

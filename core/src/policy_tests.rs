@@ -13,7 +13,7 @@ fn table() -> Value {
 
 fn caller<'a>(table: &'a Value, name: &str) -> Caller<'a> {
     let headers = &table["callers"][name];
-    Caller::from_headers(|h| headers[h].as_str())
+    Caller::from_headers(|h| headers[h].as_str()).unwrap()
 }
 
 fn body_of(case: &Value) -> Vec<u8> {
@@ -43,10 +43,7 @@ fn every_case_of_the_table_decides_as_written() {
         let caller = caller(&t, case["caller"].as_str().unwrap());
         let body = body_of(case);
         let out = policy.authorize(&HttpRequest {
-            server: policy.server_for(
-                case["host"].as_str().unwrap(),
-                case["path"].as_str().unwrap(),
-            ),
+            server: policy.server_for(case["host"].as_str(), case["path"].as_str().unwrap()),
             http_method: case["method"].as_str().unwrap(),
             mcp: &mcp,
             caller: &caller,
@@ -168,7 +165,7 @@ fn rejects_unknown_fields_and_effects() {
 fn an_empty_rule_list_denies_everything() {
     let p = Policy::from_json(br#"{"servers": [{"name": "a", "path_prefix": "/"}]}"#).unwrap();
     let caller = Caller {
-        subject: Some("s"),
+        subject: Some("s".into()),
         ..Caller::default()
     };
     let d = p.evaluate(&Request {
@@ -202,7 +199,7 @@ fn paths_outside_every_server_pass_only_when_configured() {
     ];
     for (policy, path, want) in cases {
         assert_eq!(
-            policy.passes_unchecked(policy.server_for("gw", path)),
+            policy.passes_unchecked(policy.server_for(Some("gw"), path)),
             want,
             "{path}: {:?}",
             policy.other_paths
@@ -231,7 +228,7 @@ fn server_matching_prefers_longest_prefix_and_ignores_the_port() {
         ("mcp.example", "/z", Some("root")),
     ];
     for (host, path, want) in cases {
-        assert_eq!(p.server_for(host, path), want, "{host}{path}");
+        assert_eq!(p.server_for(Some(host), path), want, "{host}{path}");
     }
 }
 
@@ -254,23 +251,51 @@ fn globs_match_prefixes_suffixes_and_infixes() {
 }
 
 #[test]
-fn caller_from_headers_splits_lists_and_drops_empty_values() {
+fn caller_from_headers_decodes_each_value_exactly() {
     let headers = [
         ("x-mcpgw-subject", "github:1"),
-        ("x-mcpgw-groups", "a, a/b,,"),
-        ("x-mcpgw-scopes", "x  y"),
+        ("x-mcpgw-groups", "contractors%2Cadmins,a/b,admins%C2%A0"),
+        ("x-mcpgw-scopes", "x y"),
         ("x-mcpgw-user", ""),
     ];
-    let c = Caller::from_headers(|h| headers.iter().find(|(k, _)| *k == h).map(|(_, v)| *v));
+    let c =
+        Caller::from_headers(|h| headers.iter().find(|(k, _)| *k == h).map(|(_, v)| *v)).unwrap();
+    assert_eq!(c.subject.as_deref(), Some("github:1"));
+    assert_eq!(c.user, None);
     assert_eq!(
-        c,
-        Caller {
-            subject: Some("github:1"),
-            groups: List::new("a,a/b", b','),
-            scopes: List::new("x y", b' '),
-            ..Caller::default()
-        }
+        c.groups.iter().collect::<Vec<_>>(),
+        ["contractors,admins", "a/b", "admins\u{a0}"]
     );
+    assert!(!c.groups.contains("admins"));
+    assert_eq!(c.scopes.iter().collect::<Vec<_>>(), ["x", "y"]);
+}
+
+/// What the JWT filter cannot have written is refused, never read another way.
+#[test]
+fn malformed_identity_headers_are_refused() {
+    for (name, value) in [
+        ("x-mcpgw-user", "ad\u{0}min"),
+        ("x-mcpgw-user", "admin\t"),
+        ("x-mcpgw-user", "admin "),
+        ("x-mcpgw-user", "adm\u{e9}"),
+        ("x-mcpgw-user", "a%2"),
+        ("x-mcpgw-user", "a%zz"),
+        ("x-mcpgw-user", "%41dmin"),
+        ("x-mcpgw-user", "a%c2%a0"),
+        ("x-mcpgw-user", "%FF"),
+        ("x-mcpgw-groups", "admins,a b"),
+        ("x-mcpgw-groups", "admins,%"),
+        ("x-mcpgw-scopes", "x,y"),
+    ] {
+        let got = Caller::from_headers(|h| (h == name).then_some(value));
+        assert_eq!(
+            got.map(|_| ()),
+            Err(MalformedIdentity(
+                CALLER_HEADERS.into_iter().find(|h| *h == name).unwrap()
+            )),
+            "{name}: {value:?}"
+        );
+    }
 }
 
 /// A policy that exercises every index path: method globs, server globs, rules for all servers,
@@ -325,12 +350,12 @@ fn walk_every_rule(p: &Policy, req: &Request<'_>) -> Decision {
         let matched = rule.condition.as_ref().is_none_or(|c| {
             let mut ctx = Context::default();
             let id = req.caller;
-            let s = |v: Option<&str>| v.unwrap_or_default().to_owned();
-            let list = |l: List<'_>| l.iter().map(str::to_owned).collect::<Vec<_>>();
-            ctx.add_variable_from_value("subject", s(id.subject));
-            ctx.add_variable_from_value("user", s(id.user));
-            ctx.add_variable_from_value("email", s(id.email));
-            ctx.add_variable_from_value("client_id", s(id.client_id));
+            let s = |v: &Option<Cow<'_, str>>| v.as_deref().unwrap_or_default().to_owned();
+            let list = |l: List<'_>| l.iter().map(Cow::into_owned).collect::<Vec<_>>();
+            ctx.add_variable_from_value("subject", s(&id.subject));
+            ctx.add_variable_from_value("user", s(&id.user));
+            ctx.add_variable_from_value("email", s(&id.email));
+            ctx.add_variable_from_value("client_id", s(&id.client_id));
             ctx.add_variable_from_value("groups", list(id.groups));
             ctx.add_variable_from_value("scopes", list(id.scopes));
             ctx.add_variable_from_value("server", req.server.to_owned());
@@ -372,9 +397,9 @@ fn index_callers(t: &Value) -> Vec<Caller<'_>> {
         .map(|n| caller(t, n))
         .collect();
     callers.push(Caller {
-        subject: Some("github:2"),
-        user: Some("bob"),
-        client_id: Some("client-b"),
+        subject: Some("github:2".into()),
+        user: Some("bob".into()),
+        client_id: Some("client-b".into()),
         ..Caller::default()
     });
     callers
@@ -596,32 +621,55 @@ fn condition_variables_are_named_in_bit_order() {
     }
 }
 
+/// Every value an identity can hold reaches the policy exactly: encoded by
+/// [`Identity::headers`], decoded by [`Caller::from_headers`].
 #[test]
-fn list_items_are_split_and_trimmed_as_str_split_and_trim_would() {
-    for raw in [
-        "",
-        ",",
-        "a",
-        "a,b",
-        " a , b ,, c ,",
-        "a,\u{2003}b\u{2003},\u{a0}",
-        "\u{b}a\u{c}, \tb\r\n",
-        "é,ü ,  ö",
-        "x\u{85}",
-    ] {
-        for sep in [b',', b' '] {
-            let want: Vec<&str> = raw
-                .split(char::from(sep))
-                .map(str::trim)
-                .filter(|x| !x.is_empty())
-                .collect();
-            assert_eq!(
-                List::new(raw, sep).iter().collect::<Vec<_>>(),
-                want,
-                "{raw:?}"
-            );
-        }
+fn identity_values_round_trip_exactly() {
+    let hostile = [
+        "admin",
+        "contractors,admins",
+        "cn=x,ou=y,dc=corp",
+        "admins\u{a0}",
+        "\u{3000}admins",
+        "admins\u{2028}",
+        "%41dmin",
+        "a%2Cb",
+        "jos\u{e9} ",
+        " lead",
+        "\u{202e}nimda",
+    ];
+    let identity = crate::identity::Identity {
+        subject: "oidc:x,y %".into(),
+        user: Some(hostile[3].into()),
+        email: Some("mallory@evil.test @corp.test".into()),
+        groups: hostile.iter().map(|g| g.to_string()).collect(),
+        client_id: "https://app.example/c,1".into(),
+        scopes: vec!["mcp:tools".into(), "a%b".into()],
+        resource: "http://gw/everything/mcp".into(),
+        jti: "j".into(),
+        expires_at: 1,
+    };
+    let headers = identity.headers();
+    for (_, v) in &headers {
+        assert!(
+            v.bytes().all(|b| b.is_ascii_graphic() || b == b' '),
+            "{v:?}"
+        );
     }
+    let get = |h: &str| {
+        headers
+            .iter()
+            .find(|(k, _)| *k == h)
+            .map(|(_, v)| v.as_ref())
+    };
+    let c = Caller::from_headers(get).unwrap();
+    assert_eq!(c.subject.as_deref(), Some(identity.subject.as_str()));
+    assert_eq!(c.user.as_deref(), identity.user.as_deref());
+    assert_eq!(c.email.as_deref(), identity.email.as_deref());
+    assert_eq!(c.client_id.as_deref(), Some(identity.client_id.as_str()));
+    assert_eq!(c.groups.iter().collect::<Vec<_>>(), identity.groups);
+    assert_eq!(c.scopes.iter().collect::<Vec<_>>(), identity.scopes);
+    assert!(!c.groups.contains("admins") && !c.groups.contains("contractors"));
 }
 
 #[test]

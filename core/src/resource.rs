@@ -1,9 +1,10 @@
 //! Protected resources (the MCP servers behind the gateway) and how a request is matched to one:
-//! by host (any host when unset) and the longest path prefix on a segment boundary. The JWT filter
-//! and the sidecar's `/verify` both call [`Resources::find`], so they always agree. Also the RFC
+//! by [`crate::route`], the one server matcher of every filter and `/verify`. Also the RFC
 //! 9728 protected-resource-metadata document and its well-known URLs.
 
 use serde::{Deserialize, Serialize};
+
+use crate::route::{self, Route};
 use serde_json::{Map, Value};
 
 /// The RFC 9728 well-known path segment.
@@ -117,25 +118,11 @@ impl Resource {
         doc
     }
 
-    fn matches_host(&self, host: Option<&str>) -> bool {
-        let Some(want) = &self.host else { return true };
-        let Some(got) = host else { return false };
-        if want.contains(':') {
-            return want.eq_ignore_ascii_case(got);
-        }
-        let got_host = match got.rsplit_once(':') {
-            // `[::1]:8080` or `name:8080`; a bare IPv6 literal keeps its colons.
-            Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) && !h.is_empty() => h,
-            _ => got,
-        };
-        want.eq_ignore_ascii_case(got_host)
-    }
-
-    fn matches_path(&self, path: &str) -> bool {
-        let prefix = self.path_prefix.trim_end_matches('/');
-        match path.strip_prefix(prefix) {
-            Some(rest) => rest.is_empty() || rest.starts_with(['/', '?', '#']),
-            None => false,
+    /// Where the resource is reached ([`crate::route`]).
+    pub fn route(&self) -> Route<'_> {
+        Route {
+            host: self.host.as_deref(),
+            path_prefix: &self.path_prefix,
         }
     }
 }
@@ -154,11 +141,7 @@ impl Resources {
             if !r.path_prefix.starts_with('/') {
                 return Err(ResourceError::BadPathPrefix(i));
             }
-            let dup = list[..i].iter().any(|o| {
-                o.host.as_deref().map(str::to_ascii_lowercase)
-                    == r.host.as_deref().map(str::to_ascii_lowercase)
-                    && o.path_prefix.trim_end_matches('/') == r.path_prefix.trim_end_matches('/')
-            });
+            let dup = list[..i].iter().any(|o| route::same(o.route(), r.route()));
             if dup {
                 return Err(ResourceError::Duplicate(i));
             }
@@ -175,10 +158,7 @@ impl Resources {
     /// without a query) belongs to: among those whose host matches, the longest path prefix wins;
     /// a resource with a host beats one without on a tie.
     pub fn find(&self, host: Option<&str>, path: &str) -> Option<&Resource> {
-        self.0
-            .iter()
-            .filter(|r| r.matches_host(host) && r.matches_path(path))
-            .max_by_key(|r| (r.path_prefix.trim_end_matches('/').len(), r.host.is_some()))
+        route::find(self.0.iter().map(Resource::route), host, path).and_then(|i| self.0.get(i))
     }
 
     /// The resource whose RFC 9728 metadata lives at `path` (query ignored), for requests to
@@ -190,7 +170,7 @@ impl Resources {
         if !path.starts_with(WELL_KNOWN_PREFIX) {
             return None;
         }
-        let for_host = || self.0.iter().filter(move |r| r.matches_host(host));
+        let for_host = || self.0.iter().filter(move |r| r.route().matches_host(host));
         if let Some(r) = for_host().find(|r| r.metadata_path() == path) {
             return Some(r);
         }

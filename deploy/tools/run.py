@@ -281,6 +281,7 @@ def run(cfg: render.Config, sup: Supervisor, bin_dir: Path) -> None:
             "OIDC_CLIENT_ID": OIDC_CLIENT_ID,
             "OIDC_CLIENT_SECRET": OIDC_CLIENT_SECRET,
             "OIDC_REDIRECT_URIS": f"{cfg.public_url}/oauth/callback",
+            "OIDC_USERS": str(users_file()),
         })
         sup.wait_port(oidc, oidc_port)
 
@@ -371,12 +372,17 @@ def shown(path: Path) -> Path:
     return path.relative_to(ROOT) if path.is_relative_to(ROOT) else path
 
 
+def users_file() -> Path:
+    """The local OpenID provider's test users: $OIDC_USERS, or tests/oidc/users.json."""
+    return Path(os.environ.get("OIDC_USERS") or ROOT / "tests" / "oidc" / "users.json")
+
+
 def test_users() -> str:
-    users = ROOT / "tests" / "oidc" / "users.json"
+    users = users_file()
     try:
         listed = json.loads(users.read_text())
     except (OSError, ValueError):
-        return f"see {users.relative_to(ROOT)}"
+        return f"see {shown(users)}"
     return ", ".join(f"{u.get('login', u.get('sub'))} / {u.get('password')}" for u in listed)
 
 

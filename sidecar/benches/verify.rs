@@ -153,7 +153,7 @@ fn seeds_helper(arg: &str, redis_url: &str, key_b64: &str) -> String {
 fn user() -> User {
     User {
         sub: "oidc:alice".into(),
-        login: "alice".into(),
+        login: Some("alice".into()),
         name: Some("Alice Example".into()),
         email: Some("alice@example.test".into()),
         groups: vec!["engineering".into()],

@@ -215,7 +215,7 @@ impl AllowList {
             return true;
         }
         let ci = |list: &[String], v: &str| list.iter().any(|x| x.eq_ignore_ascii_case(v));
-        ci(&self.users, &user.login)
+        user.login.as_deref().is_some_and(|l| ci(&self.users, l))
             || user
                 .groups
                 .iter()

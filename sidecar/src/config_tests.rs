@@ -94,7 +94,7 @@ fn allow_list_matches_logins_orgs_and_groups() {
     };
     let user = |login: &str, groups: &[&str]| User {
         sub: format!("oidc:{login}"),
-        login: login.into(),
+        login: Some(login.into()),
         name: None,
         email: None,
         groups: groups.iter().map(|g| (*g).to_owned()).collect(),

@@ -125,12 +125,15 @@ impl Client {
 pub struct User {
     /// Stable id: `github:<numeric id>` or `oidc:<sub>`.
     pub sub: String,
-    /// Login name (`preferred_username`).
-    pub login: String,
+    /// Login name: GitHub's login, or the OpenID provider's `preferred_username` (never another
+    /// claim in its place: an email or a `sub` could read as someone's login).
+    #[serde(default)]
+    pub login: Option<String>,
     /// Display name.
     #[serde(default)]
     pub name: Option<String>,
-    /// Email.
+    /// Email, only as verified by the provider (OIDC `email_verified`, GitHub's verified
+    /// addresses).
     #[serde(default)]
     pub email: Option<String>,
     /// GitHub `org` and `org/team`, or OIDC groups.

@@ -281,7 +281,7 @@ async fn issue(
         iat: now,
         nbf: Some(now),
         jti: jti.clone(),
-        preferred_username: Some(user.login.clone()),
+        preferred_username: user.login.clone(),
         name: user.name.clone(),
         email: user.email.clone(),
         groups: user.groups.clone(),

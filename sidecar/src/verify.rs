@@ -14,6 +14,7 @@ use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mcpgw_core::auth::{Decision, Denial, DenyReason, VerifyOptions, authenticate, deny};
+use mcpgw_core::route;
 
 use crate::error::InternalCause;
 use crate::{AppState, now};
@@ -62,10 +63,10 @@ async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Response {
                 .to_owned(),
         );
     };
-    // CORS preflight carries no credentials (Fetch spec): let it through, as the JWT filter does.
-    let preflight = header_str(&headers, "x-forwarded-method")
-        .is_some_and(|m| m.eq_ignore_ascii_case("OPTIONS"))
-        && headers.contains_key("access-control-request-method");
+    let preflight = route::is_cors_preflight(
+        header_str(&headers, "x-forwarded-method").unwrap_or_default(),
+        header_str(&headers, "access-control-request-method"),
+    );
     if preflight {
         return StatusCode::OK.into_response();
     }

@@ -498,7 +498,7 @@ async fn oidc_login_consent_and_code_bound_to_client_resource_and_user() {
     assert_eq!(grant.resource, sidecar.resource);
     assert_eq!(grant.scope.0, vec!["mcp:tools".to_string()]);
     assert_eq!(grant.user.sub, "oidc:alice");
-    assert_eq!(grant.user.login, "alice");
+    assert_eq!(grant.user.login.as_deref(), Some("alice"));
     assert_eq!(grant.user.email.as_deref(), Some("alice@example.test"));
     assert_eq!(grant.user.groups, vec!["engineering".to_string()]);
 
@@ -643,7 +643,7 @@ async fn github_login_through_the_stand_in_with_orgs_teams_and_email() {
     let (mut browser, consent) = github_login(&sidecar, &client_id, "octocat").await;
     let grant = approved_grant(&sidecar, &mut browser, &consent).await;
     assert_eq!(grant.user.sub, "github:583231");
-    assert_eq!(grant.user.login, "octocat");
+    assert_eq!(grant.user.login.as_deref(), Some("octocat"));
     assert_eq!(grant.user.email.as_deref(), Some("octocat@example.test"));
     assert_eq!(grant.user.groups, vec!["acme", "acme/platform"]);
 

@@ -14,6 +14,11 @@
 //   OIDC_REDIRECT_URIS   comma-separated redirect URIs of that client     (default http://127.0.0.1:8080/oauth/callback)
 //   OIDC_USERS           path of the users file                           (default users.json next to this file)
 //
+// A user is { sub, login, password, name?, email?, groups?, preferred_username?, email_verified? }:
+// `login` is what the form takes; `preferred_username` defaults to it (null leaves the claim out)
+// and `email_verified` to true. hostile-users.json holds the red-team tests' users, whose claims
+// carry what a gateway might read differently (commas, Unicode spaces, control characters).
+//
 // Supported: discovery (/.well-known/openid-configuration), authorization code with PKCE (S256)
 // and nonce, ID tokens signed with an RSA key generated at start (JWKS at /jwks), userinfo with
 // `name`, `email`, `preferred_username` and `groups` (scope profile, or groups alone),
@@ -79,9 +84,9 @@ const provider = new Provider(issuer, {
         return {
           sub: user.sub,
           name: user.name,
-          preferred_username: user.login,
+          preferred_username: 'preferred_username' in user ? user.preferred_username : user.login,
           email: user.email,
-          email_verified: true,
+          email_verified: user.email_verified ?? true,
           groups: user.groups || [],
         };
       },

@@ -346,10 +346,11 @@ pub fn header(map: Map, name: &str) -> Option<String> {
     Some(text(&bytes).into_owned())
 }
 
-/// Adds a value of header `name` to `map` (after any it already has).
-pub fn add_header(map: Map, name: &str, value: &str) {
+/// Adds a value of header `name` to `map` (after any it already has). On the security path a
+/// failure refuses the request: an identity that was not set must not look like no identity.
+pub fn add_header(map: Map, name: &str, value: &str) -> Result<(), Status> {
     // SAFETY: the pointers and lengths describe `name` and `value`.
-    let _ = unsafe {
+    check(unsafe {
         proxy_add_header_map_value(
             map as u32,
             name.as_ptr(),
@@ -357,13 +358,14 @@ pub fn add_header(map: Map, name: &str, value: &str) {
             value.as_ptr(),
             value.len(),
         )
-    };
+    })
 }
 
-/// Removes every value of header `name` from `map`.
-pub fn remove_header(map: Map, name: &[u8]) {
+/// Removes every value of header `name` from `map`. On the security path a failure refuses the
+/// request: a spoofed header that could not be removed must not reach the upstream.
+pub fn remove_header(map: Map, name: &[u8]) -> Result<(), Status> {
     // SAFETY: the pointer and length describe `name`.
-    let _ = unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) };
+    check(unsafe { proxy_remove_header_map_value(map as u32, name.as_ptr(), name.len()) })
 }
 
 /// Sets the property `name` (a one-segment path) for the current stream, e.g. filter state that

@@ -28,6 +28,7 @@ use mcpgw_core::auth::{self, Decision, DenyReason, TokenCache, VerifyError};
 use mcpgw_core::identity::{self, Identity};
 use mcpgw_core::jwk::KeySet;
 use mcpgw_core::revocation::RevokedTokens;
+use mcpgw_core::route;
 use mcpgw_proxy_abi::{self as abi, Action, Buffer, Headers, Map};
 
 use crate::config::{Config, Fetch, KeySource, Remote};
@@ -499,8 +500,7 @@ impl JwtRoot {
         match decision {
             Decision::Allow(id) => {
                 log::debug!("allow sub={} jti={}", id.subject, id.jti);
-                forward(headers, Some(&id), forward_authorization);
-                true
+                forward(headers, Some(&id), forward_authorization)
             }
             Decision::Deny(denial) => {
                 log::debug!("deny {:?}", denial.reason);
@@ -536,12 +536,16 @@ impl JwtRoot {
             .resources
             .find(host.as_deref(), &path)
             .and_then(|found| config.resources.iter().position(|r| std::ptr::eq(r, found)));
-        // CORS preflight carries no credentials (Fetch spec); the CORS filter or upstream answers.
-        let preflight =
-            method == "OPTIONS" && headers.get("access-control-request-method").is_some();
+        let preflight = route::is_cors_preflight(
+            &method,
+            headers.get("access-control-request-method").as_deref(),
+        );
         let Some(resource) = protected.filter(|_| !preflight) else {
-            forward(&headers, None, true);
-            return Action::Continue;
+            return if forward(&headers, None, true) {
+                Action::Continue
+            } else {
+                Action::Pause
+            };
         };
         let authorization = headers.get("authorization");
         let next = self.decide(resource, authorization.as_deref(), Some(stream));
@@ -567,21 +571,34 @@ impl JwtRoot {
 /// Sends the request on with the identity headers (none without an identity), after removing
 /// any the client sent (no spoofing: they only ever come from this filter) and, unless kept,
 /// the `Authorization` header. One host call per header removed or added: Envoy rebuilds the
-/// whole map when it is replaced, which costs more.
-fn forward(headers: &Headers, identity: Option<&Identity>, keep_authorization: bool) {
+/// whole map when it is replaced, which costs more. `false`: a host call failed and the request
+/// was refused (500) rather than sent on with a spoofed or missing identity.
+fn forward(headers: &Headers, identity: Option<&Identity>, keep_authorization: bool) -> bool {
     let drop = |name: &[u8]| {
         identity::is_identity_header(name)
             || (!keep_authorization && name.eq_ignore_ascii_case(b"authorization"))
     };
-    for (i, (name, _)) in headers.raw().enumerate() {
+    let removed = headers.raw().enumerate().try_for_each(|(i, (name, _))| {
         // A name sent twice is removed once (removing takes every value).
         if drop(name) && !headers.raw().take(i).any(|(earlier, _)| earlier == name) {
-            abi::remove_header(Map::RequestHeaders, name);
+            abi::remove_header(Map::RequestHeaders, name)
+        } else {
+            Ok(())
         }
+    });
+    let added = removed.and_then(|()| {
+        identity
+            .map(Identity::headers)
+            .unwrap_or_default()
+            .iter()
+            .try_for_each(|(name, value)| abi::add_header(Map::RequestHeaders, name, value))
+    });
+    if let Err(status) = added {
+        log::error!("identity headers could not be set ({status:?}); refusing the request");
+        abi::refuse_undecidable();
+        return false;
     }
-    for (name, value) in identity.map(Identity::headers).unwrap_or_default() {
-        abi::add_header(Map::RequestHeaders, name, &value);
-    }
+    true
 }
 
 fn send_json(status: u32, extra: &[(&str, &str)], body: &[u8], head: bool) {

@@ -23,7 +23,10 @@ use std::rc::Rc;
 use mcpgw_core::hash::Fold;
 use mcpgw_core::identity;
 use mcpgw_core::mcp::{self, ListKind, McpHeaders, PendingList};
-use mcpgw_core::policy::{CALLER_HEADERS, Caller, HttpRequest, Outcome, Policy, SERVER_HEADER};
+use mcpgw_core::policy::{
+    CALLER_HEADERS, Caller, HttpRequest, MalformedIdentity, Outcome, Policy, SERVER_HEADER,
+};
+use mcpgw_core::route;
 use mcpgw_proxy_abi::{self as abi, Action, Buffer, Headers, Map};
 
 /// The stat name prefix (Envoy adds `wasmcustom.`).
@@ -265,7 +268,7 @@ impl<'h> Texts<'h> {
             .as_deref()
     }
 
-    fn caller(&self) -> Caller<'_> {
+    fn caller(&self) -> Result<Caller<'_>, MalformedIdentity> {
         Caller::from_values(CALLER.map(|w| self.get(w)))
     }
 
@@ -379,15 +382,27 @@ impl PolicyStream {
     fn decide(&mut self, worker: &Worker, head: &RequestHead, body: &[u8]) -> bool {
         let t = head.texts();
         let policy = &worker.policy;
-        let (mcp, caller) = (t.mcp(), t.caller());
+        let server = head.server.and_then(|i| policy.server_name(i));
+        let http_method = t.get(Wanted::Method).unwrap_or_default();
+        let caller = match t.caller() {
+            Ok(caller) => caller,
+            Err(e) => {
+                return self.act(
+                    worker,
+                    policy.refuse_malformed(server, http_method, e),
+                    None,
+                );
+            }
+        };
+        let mcp = t.mcp();
         let out = policy.authorize(&HttpRequest {
-            server: head.server.and_then(|i| policy.server_name(i)),
-            http_method: t.get(Wanted::Method).unwrap_or_default(),
+            server,
+            http_method,
             mcp: &mcp,
             caller: &caller,
             body,
         });
-        self.act(worker, out, caller.subject)
+        self.act(worker, out, caller.subject.as_deref())
     }
 
     /// Keeps the request headers of an allowed request whose list responses are filtered
@@ -425,25 +440,40 @@ impl PolicyStream {
 
     /// Names the matched server for the router (replacing any client value) and asks the
     /// upstream for an uncompressed answer (a compressed list could not be filtered): only the
-    /// headers that change, one host call each.
-    fn route(head: &RequestHead, server: Option<&str>) {
-        for (w, name) in [
+    /// headers that change, one host call each. A failed host call refuses the request (500):
+    /// a client's own server name must never route it. `Continue` or that refusal's `Pause`.
+    fn route(head: &RequestHead, server: Option<&str>) -> Action {
+        let set = [
             (Wanted::Server, SERVER_HEADER),
             (Wanted::AcceptEncoding, "accept-encoding"),
-        ] {
-            if head.has(w) {
-                abi::remove_header(Map::RequestHeaders, name.as_bytes());
-            }
+        ]
+        .into_iter()
+        .filter(|(w, _)| head.has(*w))
+        .try_for_each(|(_, name)| abi::remove_header(Map::RequestHeaders, name.as_bytes()))
+        .and_then(|()| {
+            server.map_or(Ok(()), |s| {
+                abi::add_header(Map::RequestHeaders, SERVER_HEADER, s)
+            })
+        });
+        match set {
+            Ok(()) => Action::Continue,
+            Err(status) => fail_closed("routing headers could not be set", status),
         }
-        if let Some(server) = server {
-            abi::add_header(Map::RequestHeaders, SERVER_HEADER, server);
+    }
+
+    /// Replaces the buffered response body; if the host refuses, the stream is reset rather than
+    /// the unfiltered body sent on.
+    fn set_body(body_size: usize, body: &[u8]) -> Action {
+        match abi::set_buffer(Buffer::ResponseBody, 0, body_size, body) {
+            Ok(()) => Action::Continue,
+            Err(status) => fail_closed("a list response could not be rewritten", status),
         }
     }
 
     /// Rewrites a buffered list response; `None` when it cannot be filtered.
     fn filter_lists(&self, framing: Framing, body: &[u8]) -> Option<(Vec<u8>, usize)> {
         let texts = self.request.as_ref()?.texts();
-        let caller = texts.caller();
+        let caller = texts.caller().ok()?;
         let server = self.server.as_deref()?;
         let policy = &self.worker.policy;
         let mut views = [None, None, None];
@@ -461,7 +491,7 @@ impl PolicyStream {
 
     /// Replaces a list response that cannot be filtered by a JSON-RPC error (fail closed: its
     /// headers already went downstream, so the status stays; no entry leaks).
-    fn replace_response(&mut self, framing: Framing, body_size: usize, message: &str) {
+    fn replace_response(&mut self, framing: Framing, body_size: usize, message: &str) -> Action {
         log::warn!(
             "#{} {message}; replacing the response with an error",
             self.context_id
@@ -475,8 +505,8 @@ impl PolicyStream {
         if framing == Framing::Sse {
             body.extend_from_slice(b"\n\n");
         }
-        let _ = abi::set_buffer(Buffer::ResponseBody, 0, body_size, &body);
         self.discarding = true;
+        Self::set_body(body_size, &body)
     }
 }
 
@@ -489,14 +519,13 @@ impl PolicyStream {
         head.server = {
             let t = head.texts();
             policy.server_index(
-                t.get(Wanted::Authority).unwrap_or_default(),
+                t.get(Wanted::Authority),
                 t.get(Wanted::Path).unwrap_or_default(),
             )
         };
         let t = head.texts();
         let method = t.get(Wanted::Method).unwrap_or_default();
-        // CORS preflights carry no credentials (Fetch spec): the CORS filter or upstream answers.
-        let preflight = method.eq_ignore_ascii_case("OPTIONS") && head.has(Wanted::PreflightMethod);
+        let preflight = route::is_cors_preflight(method, t.get(Wanted::PreflightMethod));
         let server = head.server.and_then(|i| policy.server_name(i));
         if preflight || policy.passes_unchecked(server) {
             return Action::Continue;
@@ -508,24 +537,24 @@ impl PolicyStream {
         };
         if is_post && declared().is_some_and(|n| n > policy.limits.max_body_bytes) {
             let out = policy.refuse_oversized(server, method);
-            self.act(&worker, out, t.caller().subject);
+            self.act(&worker, out, t.get(Wanted::Subject));
             return Action::Pause;
         }
         if is_post && !end_of_stream {
             // The decision needs the JSON-RPC message. Envoy turns a paused header phase into
             // "stop everything" (no body callbacks), so the headers go on now, with the route
             // choice (host and path decide the server), and the body is held until decided.
-            Self::route(&head, server);
+            let routed = Self::route(&head, server);
             drop(t);
             self.request = Some(head);
             self.awaiting_body = true;
-            return Action::Continue;
+            return routed;
         }
         drop(t);
         if self.decide(&worker, &head, &[]) {
-            Self::route(&head, server);
+            let routed = Self::route(&head, server);
             self.keep_for_lists(head);
-            Action::Continue
+            routed
         } else {
             Action::Pause
         }
@@ -546,7 +575,7 @@ impl PolicyStream {
             let out = worker
                 .policy
                 .refuse_oversized(server, t.get(Wanted::Method).unwrap_or_default());
-            self.act(&worker, out, t.caller().subject);
+            self.act(&worker, out, t.get(Wanted::Subject));
             return Action::Pause;
         }
         if !end_of_stream {
@@ -587,21 +616,25 @@ impl PolicyStream {
         }
         // The body changes size. Envoy would stop all processing if the headers paused, so
         // they go on now (chunked) and the body is held until it is rewritten.
-        abi::remove_header(Map::ResponseHeaders, b"content-length");
-        Action::Continue
+        match abi::remove_header(Map::ResponseHeaders, b"content-length") {
+            Ok(()) => Action::Continue,
+            Err(status) => fail_closed("a list response's length could not be removed", status),
+        }
     }
 
     fn response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
         if self.discarding {
-            let _ = abi::set_buffer(Buffer::ResponseBody, 0, body_size, b"");
-            return Action::Continue;
+            return Self::set_body(body_size, b"");
         }
         let Some(framing) = self.response else {
             return Action::Continue;
         };
         if body_size > self.worker.policy.max_response_bytes {
-            self.replace_response(framing, body_size, "list response is too large to filter");
-            return Action::Continue;
+            return self.replace_response(
+                framing,
+                body_size,
+                "list response is too large to filter",
+            );
         }
         if !end_of_stream {
             return Action::Pause;
@@ -613,15 +646,20 @@ impl PolicyStream {
                     self.worker
                         .count("list_entries_hidden", self.server.as_deref(), "", hidden);
                 }
-                let _ = abi::set_buffer(Buffer::ResponseBody, 0, body_size, &rewritten);
-                Action::Continue
+                Self::set_body(body_size, &rewritten)
             }
             None => {
-                self.replace_response(framing, body_size, "list response could not be filtered");
-                Action::Continue
+                self.replace_response(framing, body_size, "list response could not be filtered")
             }
         }
     }
+}
+
+/// A host call on the security path failed: the stream is answered 500 (reset, if the response
+/// already started) and held, never let through unchecked.
+fn fail_closed(what: &str, status: abi::Status) -> Action {
+    log::error!("{what} ({status:?}); refusing the stream");
+    abi::refuse_undecidable()
 }
 
 /// Every root context of this VM and every request in flight.

@@ -49,7 +49,11 @@ mod exports {
     pub extern "C" fn proxy_on_request_headers(_: u32, _: usize, _: u32) -> u32 {
         if CALLS.get().is_some() {
             std::hint::black_box(abi::headers(Map::RequestHeaders));
-            abi::add_header(Map::RequestHeaders, "x-mcpgw-server", "everything");
+            let _ = std::hint::black_box(abi::add_header(
+                Map::RequestHeaders,
+                "x-mcpgw-server",
+                "everything",
+            ));
         }
         Action::Continue as u32
     }

@@ -610,7 +610,7 @@ async fn finish_login(
         }
     };
     if !state.config.allow.permits(&user) {
-        tracing::info!(sub = %user.sub, login = %user.login, "login refused by the allow-list");
+        tracing::info!(sub = %user.sub, login = ?user.login, "login refused by the allow-list");
         return Err(redirect(
             ErrorCode::AccessDenied,
             "this user is not allowed to use this gateway",
@@ -653,7 +653,7 @@ async fn finish_login(
         action: CONSENT_PATH,
         consent_id: &consent_id,
         csrf: &csrf,
-        user: &user.login,
+        user: user.login.as_deref().unwrap_or(&user.sub),
         client_name: client.client_name.as_deref().unwrap_or(&client.client_id),
         client_id: &client.client_id,
         redirect_host: &redirect_host(&request.redirect_uri),

@@ -174,7 +174,7 @@ impl GithubConnector {
         }
         Ok(User {
             sub: format!("github:{}", user.id),
-            login: user.login,
+            login: Some(user.login),
             name: user.name,
             email,
             groups,

@@ -24,6 +24,8 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
+use mcpgw_core::identity;
+
 use crate::config::{self, UpstreamKind};
 use crate::store::User;
 
@@ -144,10 +146,12 @@ impl Upstream {
         secrets: &LoginSecrets,
         redirect_uri: &str,
     ) -> Result<User, UpstreamError> {
-        match self {
+        let user = match self {
             Upstream::Oidc(c) => c.finish(code, secrets, redirect_uri).await,
             Upstream::Github(c) => c.finish(code, secrets, redirect_uri).await,
-        }
+        }?;
+        carriable(&user).map_err(|e| UpstreamError::provider("user", e))?;
+        Ok(user)
     }
 
     /// Whether `iss` (RFC 9207, on the callback) names this provider. GitHub sends none; an
@@ -158,6 +162,21 @@ impl Upstream {
             Upstream::Github(_) => false,
         }
     }
+}
+
+/// Refuses a user whose claims the gateway could not pass on exactly (core's rule for the access
+/// tokens it would carry): better at login than on every request.
+fn carriable(user: &User) -> Result<(), identity::UncarriableClaim> {
+    identity::check_value("sub", &user.sub)?;
+    for (claim, v) in [
+        ("preferred_username", &user.login),
+        ("name", &user.name),
+        ("email", &user.email),
+    ] {
+        v.as_deref()
+            .map_or(Ok(()), |v| identity::check_value(claim, v))?;
+    }
+    identity::check_items("groups", &user.groups)
 }
 
 /// The HTTP client the connectors use: a timeout, no redirects (an identity provider's API

@@ -295,11 +295,15 @@ impl OidcConnector {
         };
         User {
             sub: format!("oidc:{}", claims.sub),
-            login: string("preferred_username")
-                .or_else(|| string("email"))
-                .unwrap_or_else(|| claims.sub.clone()),
+            login: string("preferred_username"),
             name: string("name"),
-            email: string("email"),
+            email: string("email").filter(|_| {
+                userinfo
+                    .get("email_verified")
+                    .or_else(|| claims.other.get("email_verified"))
+                    .and_then(Value::as_bool)
+                    == Some(true)
+            }),
             groups,
         }
     }
@@ -309,6 +313,7 @@ impl OidcConnector {
 mod tests {
     use super::*;
     use crate::config::UpstreamKind;
+    use serde_json::json;
 
     fn connector() -> OidcConnector {
         let url = |s: &str| Url::parse(s).unwrap();
@@ -390,16 +395,37 @@ mod tests {
     #[test]
     fn user_comes_from_userinfo_with_id_token_fallback() {
         let c = connector();
-        let id = claims(serde_json::json!({"email": "a@id.example"}));
+        let id = claims(serde_json::json!({
+            "email": "a@id.example", "email_verified": true, "preferred_username": null
+        }));
         let mut info = Map::new();
         info.insert("sub".into(), "alice".into());
         info.insert("groups".into(), serde_json::json!(["eng", 7, "ops"]));
         let user = c.user(&id, &info);
         assert_eq!(user.sub, "oidc:alice");
-        assert_eq!(user.login, "alice");
+        assert_eq!(user.login, None, "no preferred_username: no login");
         assert_eq!(user.email.as_deref(), Some("a@id.example"));
         assert_eq!(user.groups, vec!["eng", "ops"]);
         assert!(c.is_issuer("https://op.example/"));
         assert!(!c.is_issuer("https://op.example.evil"));
+    }
+
+    /// Neither an email nor a `sub` ever stands in for the login, and an email counts only
+    /// when the provider says it is verified (a user could otherwise name themselves `admin`).
+    #[test]
+    fn login_is_preferred_username_only_and_email_needs_verification() {
+        let c = connector();
+        for verified in [json!(false), json!("true"), Value::Null] {
+            let id = claims(json!({
+                "email": "admin", "email_verified": verified, "preferred_username": null
+            }));
+            let user = c.user(&id, &Map::new());
+            assert_eq!((user.login, user.email), (None, None), "{verified}");
+        }
+        let id =
+            claims(json!({"preferred_username": "carol", "email": "c@x", "email_verified": true}));
+        let user = c.user(&id, &Map::new());
+        assert_eq!(user.login.as_deref(), Some("carol"));
+        assert_eq!(user.email.as_deref(), Some("c@x"));
     }
 }

@@ -238,7 +238,7 @@ pub fn challenge(verifier: &str) -> String {
 pub fn alice() -> User {
     User {
         sub: "oidc:alice".into(),
-        login: "alice".into(),
+        login: Some("alice".into()),
         name: Some("Alice Example".into()),
         email: Some("alice@example.test".into()),
         groups: vec!["engineering".into()],
