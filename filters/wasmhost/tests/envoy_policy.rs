@@ -26,14 +26,18 @@ struct Gateway {
 fn policy() -> Value {
     json!({
         "servers": [
-            {"name": "everything", "path_prefix": "/everything/"},
-            {"name": "memory", "path_prefix": "/memory/"}
+            {"name": "everything", "path_prefix": "/everything/mcp"},
+            {"name": "memory", "path_prefix": "/memory/mcp"}
         ],
         "rules": [
             {"name": "basics", "effect": "allow", "methods": ["initialize", "ping", "notifications/*", "tools/list"]},
             {"name": "tools", "effect": "allow", "servers": ["everything"], "methods": ["tools/call"],
              "names": ["echo", "add"], "when": {"scopes": ["mcp:tools"]}},
             {"name": "no-env", "effect": "deny", "methods": ["tools/call"], "names": ["printEnv"]},
+            {"name": "dynamic", "effect": "allow", "servers": ["everything"], "methods": ["resources/read"],
+             "names": ["demo://resource/dynamic/*"]},
+            {"name": "no-docs", "effect": "deny", "methods": ["resources/read"],
+             "names": ["demo://resource/static/document/architecture.md"]},
             {"name": "memory-members", "effect": "deny", "servers": ["memory"], "condition": "!(\"acme\" in groups)"}
         ],
         "limits": {"max_body_bytes": 16384}
@@ -409,5 +413,108 @@ fn decisions_reach_the_access_log() {
             "no {want:?} in the access log:\n{log}"
         );
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// Waits for an access-log line starting with `want`.
+fn logged(g: &Gateway, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let log = std::fs::read_to_string(&g.access_log).unwrap_or_default();
+        if log.lines().any(|l| l.starts_with(want)) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {want:?} in the access log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The JWT filter (which resource, so which audience) and the policy filter (which server, so
+/// which upstream) pick the same server for every path form, since both call core's one matcher:
+/// a path either is a server's to both, token and all, or is no server's to either.
+#[test]
+fn both_filters_pick_the_same_server_for_every_path_form() {
+    let g = gateway();
+    let token = alice(g, "everything");
+    let auth = format!("Bearer {token}");
+    let ping = json!({"jsonrpc": "2.0", "id": 1, "method": "ping"}).to_string();
+    let ask = |path: &str, authorization: Option<&str>| {
+        let mut headers = vec![
+            ("content-type", "application/json"),
+            ("accept", "application/json, text/event-stream"),
+        ];
+        headers.extend(authorization.map(|a| ("authorization", a)));
+        send(g.port, "POST", path, &headers, ping.as_bytes())
+    };
+    for path in [
+        "/everything/mcp",
+        "/everything/mcp/",
+        "/everything/mcp?session=1",
+        "/everything//mcp",
+        "/memory/mcp/../../everything/mcp",
+        "/everything/./mcp",
+    ] {
+        let r = ask(path, Some(&auth));
+        assert_eq!(
+            (r.status, r.json()["result"]["server"].clone()),
+            (200, json!("everything")),
+            "{path}: {r:?}"
+        );
+        assert_eq!(ask(path, None).status, 401, "{path} without a token");
+    }
+    // Normalised to memory's path: the everything token is for another audience.
+    let r = ask("/everything/mcp/../../memory/mcp", Some(&auth));
+    assert_eq!(r.status, 401, "{r:?}");
+    // No server's to either filter: the policy refuses (403) or, with no route at all, Envoy
+    // answers 404 first; never the token check's 401, never an upstream's 200.
+    for path in [
+        "/everything/mcpx",
+        "/everything/mc",
+        "/Everything/mcp",
+        "/memory/mcpx/x",
+    ] {
+        for authorization in [Some(auth.as_str()), None] {
+            let r = ask(path, authorization);
+            assert!(matches!(r.status, 403 | 404), "{path}: {r:?}");
+        }
+    }
+    logged(g, "policy 403 decision=unknown_server server=- method=ping");
+    assert_eq!(ask("/everything%2Fmcp", Some(&auth)).status, 400);
+}
+
+/// Resource URIs are matched in the form the MCP server will read them: a name that the
+/// server's URL parse would turn into a denied document is refused, never rewritten.
+#[test]
+fn resource_uris_the_server_would_read_differently_are_refused() {
+    let g = gateway();
+    let token = alice(g, "everything");
+    let read = |id: i64, uri: &str| {
+        post(
+            g,
+            "everything",
+            &token,
+            &[],
+            &json!({"jsonrpc": "2.0", "id": id, "method": "resources/read", "params": {"uri": uri}}),
+        )
+    };
+    let r = read(1, "demo://resource/dynamic/text/1");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        read(2, "demo://resource/static/document/architecture.md").status,
+        403
+    );
+    for uri in [
+        "demo://resource/dynamic/text/../../static/document/architecture.md",
+        "demo://resource/dynamic/text/%2e%2e/%2E%2E/static/document/architecture.md",
+        "demo://resource/dynamic/./text/1",
+        "demo://resource/dynamic/text/1\t",
+        "DEMO://resource/dynamic/text/1",
+    ] {
+        let r = read(3, uri);
+        assert_eq!(r.status, 400, "{uri:?}: {r:?}");
+        assert_eq!(r.json()["error"]["code"], -32602, "{uri:?}: {r:?}");
     }
 }

@@ -162,6 +162,10 @@ pub fn bootstrap(
     let mut hcm = json!({
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "mcp",
+        // As envoy/gateway.yaml: the filters see the path the router matches.
+        "normalize_path": true,
+        "merge_slashes": true,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
         "route_config": { "name": "mcp", "virtual_hosts": [{ "name": "mcp", "domains": ["*"], "routes": routes }] },
         "http_filters": http_filters
     });
