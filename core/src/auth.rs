@@ -171,11 +171,22 @@ impl RawClaims {
     }
 }
 
+/// What a compact JWS must satisfy before its signature is checked.
+#[derive(Clone, Copy, Debug)]
+pub struct JwsRules<'a> {
+    /// The accepted algorithms (`none` and HMAC never are).
+    pub algorithms: &'a [Algorithm],
+    /// Longer tokens are refused before any parsing.
+    pub max_bytes: usize,
+    /// Whether `typ` must say `at+jwt` (our access tokens; RFC 9068 §4).
+    pub access_token: bool,
+}
+
 /// Reads the algorithm and `kid` and checks the header, without verifying anything else.
 fn check_header<'k>(
     header_b64: &str,
     keys: &'k KeySet,
-    options: &VerifyOptions,
+    rules: &JwsRules<'_>,
 ) -> Result<(Algorithm, &'k KeyEntry), VerifyError> {
     let header_json = URL_SAFE_NO_PAD
         .decode(header_b64)
@@ -183,7 +194,7 @@ fn check_header<'k>(
     let header: Header =
         serde_json::from_slice(&header_json).map_err(|_| VerifyError::Malformed)?;
     let alg = Algorithm::from_name(&header.alg).ok_or(VerifyError::UnsupportedAlgorithm)?;
-    if !options.algorithms.contains(&alg) {
+    if !rules.algorithms.contains(&alg) {
         return Err(VerifyError::AlgorithmNotAllowed(alg));
     }
     if header.crit.is_some() {
@@ -192,7 +203,7 @@ fn check_header<'k>(
     // RFC 9068 §4: `at+jwt`, or the full media type `application/at+jwt`.
     let typ = header.typ.as_deref().unwrap_or("");
     let typ = typ.strip_prefix("application/").unwrap_or(typ);
-    if !typ.eq_ignore_ascii_case("at+jwt") {
+    if rules.access_token && !typ.eq_ignore_ascii_case("at+jwt") {
         return Err(VerifyError::WrongTokenType);
     }
     let kid = header.kid.ok_or(VerifyError::MissingKeyId)?;
@@ -250,7 +261,30 @@ pub fn verify_signature(
     keys: &KeySet,
     options: &VerifyOptions,
 ) -> Result<Verified, VerifyError> {
-    if token.len() > options.max_token_bytes {
+    let rules = JwsRules {
+        algorithms: &options.algorithms,
+        max_bytes: options.max_token_bytes,
+        access_token: true,
+    };
+    let (key, payload) = verify_jws(token, keys, &rules)?;
+    let raw: RawClaims = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
+    let claims = raw.into_claims()?;
+    crate::identity::check_claims(&claims)?;
+    Ok(Verified {
+        claims,
+        kid: key.kid.clone(),
+    })
+}
+
+/// Verifies a compact JWS under `rules` (structure, header, signature): the one place every
+/// token we accept is checked, our access tokens and the upstream providers' ID tokens alike.
+/// Returns the key that signed it and the decoded payload, whose claims the caller checks.
+pub fn verify_jws<'k>(
+    token: &str,
+    keys: &'k KeySet,
+    rules: &JwsRules<'_>,
+) -> Result<(&'k KeyEntry, Vec<u8>), VerifyError> {
+    if token.len() > rules.max_bytes {
         return Err(VerifyError::TokenTooLarge);
     }
     let (signing_input, signature_b64) = token.rsplit_once('.').ok_or(VerifyError::Malformed)?;
@@ -260,7 +294,7 @@ pub fn verify_signature(
     if payload_b64.contains('.') {
         return Err(VerifyError::Malformed);
     }
-    let (alg, key) = check_header(header_b64, keys, options)?;
+    let (alg, key) = check_header(header_b64, keys, rules)?;
     let signature = URL_SAFE_NO_PAD
         .decode(signature_b64)
         .map_err(|_| VerifyError::Malformed)?;
@@ -268,13 +302,7 @@ pub fn verify_signature(
     let payload = URL_SAFE_NO_PAD
         .decode(payload_b64)
         .map_err(|_| VerifyError::Malformed)?;
-    let raw: RawClaims = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed)?;
-    let claims = raw.into_claims()?;
-    crate::identity::check_claims(&claims)?;
-    Ok(Verified {
-        claims,
-        kid: key.kid.clone(),
-    })
+    Ok((key, payload))
 }
 
 /// Checks verified claims against the issuer, the resource's canonical URL (the audience) and

@@ -847,6 +847,13 @@ pub fn canonical_uri(uri: &str) -> Result<(), ParseError> {
     }
 }
 
+/// Whether a request with HTTP method `http_method` carries JSON-RPC messages that must be read
+/// before it is decided: `POST` exactly (methods are case-sensitive, RFC 9110 §9.1); `GET` and
+/// `DELETE` carry none. The policy and every filter ask this one question.
+pub fn carries_messages(http_method: &str) -> bool {
+    http_method == "POST"
+}
+
 /// The MCP request headers, as received (borrowing the header values).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct McpHeaders<'a> {

@@ -1422,7 +1422,7 @@ impl Policy {
     /// Decides a whole HTTP request: server, headers against body, every message of a batch
     /// (one denied member refuses the batch, each member with an `id` gets an error).
     pub fn authorize<'a>(&'a self, req: &HttpRequest<'a>) -> Outcome<'a> {
-        let bodiless = !req.http_method.eq_ignore_ascii_case("POST");
+        let bodiless = !mcp::carries_messages(req.http_method);
         let mut out = Self::outcome_for(req.server, req.http_method);
         let body = if bodiless {
             None

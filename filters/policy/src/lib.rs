@@ -530,7 +530,7 @@ impl PolicyStream {
         if preflight || policy.passes_unchecked(server) {
             return Action::Continue;
         }
-        let is_post = method.eq_ignore_ascii_case("POST");
+        let is_post = mcp::carries_messages(method);
         let declared = || {
             t.get(Wanted::ContentLength)
                 .and_then(|v| v.trim().parse::<usize>().ok())
