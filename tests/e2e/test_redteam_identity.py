@@ -26,6 +26,10 @@ allow_groups = ["admins"]
 [servers.admin]
 command = [".venv/bin/mcp-server-time"]
 allow_users = ["admin"]
+
+[servers.ldap]
+command = [".venv/bin/mcp-server-time"]
+allow_groups = ["cn=admins,ou=groups,dc=corp"]
 """
 
 LOGIN_REFUSED = "login refused"
@@ -71,7 +75,6 @@ def test_the_real_admin_is_let_in(hostile_stack):
 
 @pytest.mark.parametrize("login, group", [
     ("contractor", "contractors,admins"),
-    ("ldap", "cn=contractors,ou=people,dc=corp"),
     ("nbsp", "admins\u00a0"),
     ("ideographic", "\u3000admins"),
     ("linesep", "admins\u2028"),
@@ -80,6 +83,14 @@ def test_a_group_is_matched_exactly_as_the_token_states_it(hostile_stack, login,
     status, minted = attempt(hostile_stack, "admins", login)
     assert minted["groups"] == [group], "the token must carry the group as the provider sent it"
     assert status == 403, f"{login} with group {group!r} reached an admins-only server"
+
+
+def test_a_group_holding_commas_is_one_group(hostile_stack):
+    """An LDAP DN is one group: it opens the server that names it whole, and no other."""
+    status, minted = attempt(hostile_stack, "ldap", "ldap")
+    assert minted["groups"] == ["cn=admins,ou=groups,dc=corp"]
+    assert status == 200, f"the DN's owner was refused: {status}"
+    assert attempt(hostile_stack, "admins", "ldap")[0] == 403
 
 
 @pytest.mark.parametrize("login", ["nul", "newline", "tab", "nulgroup"])
