@@ -6,6 +6,7 @@
 #   TEST_TARGETS  += test-<part>    run by `make test` after the Rust test suite
 #   BENCH_TARGETS += bench-<part>   run by `make bench`
 #   WASM_CRATES   += <crate>        proxy-wasm modules built into dist/ by `make wasm`
+#   NATIVE_CRATES += <crate>        Envoy dynamic modules built into dist/ by `make native`
 
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
@@ -22,10 +23,12 @@ WASM_OUT    := $(or $(CARGO_TARGET_DIR),target)/$(WASM_TARGET)/wasm
 TEST_TARGETS  :=
 BENCH_TARGETS :=
 WASM_CRATES   :=
+NATIVE_CRATES :=
+NATIVE_OUT  := $(or $(CARGO_TARGET_DIR),target)/native
 
 include $(sort $(wildcard mk/*.mk))
 
-.PHONY: help deps deps-bench wasm test test-rust lint bench fmt clean
+.PHONY: help deps deps-bench wasm native test test-rust lint bench fmt clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -71,7 +74,13 @@ wasm: .cache/wasm-target.stamp ## Build the proxy-wasm modules into dist/
 	@for c in $(WASM_CRATES); do f=$$(echo $$c | tr - _).wasm; cp $(WASM_OUT)/$$f dist/$$f; \
 	  printf '  dist/%-28s %7d bytes\n' $$f $$(stat -c %s dist/$$f); done
 
-test: deps wasm ## Run every test: unit, handler, real-stack end-to-end, config validation
+native: ## Build the Envoy dynamic modules (for the Envoy in .venv) into dist/
+	@$(CARGO) build --quiet --locked --profile native $(addprefix -p ,$(NATIVE_CRATES))
+	@mkdir -p dist
+	@for c in $(NATIVE_CRATES); do f=lib$$(echo $$c | tr - _).so; cp $(NATIVE_OUT)/$$f dist/$$f; \
+	  printf '  dist/%-28s %7d bytes\n' $$f $$(stat -c %s dist/$$f); done
+
+test: deps wasm native ## Run every test: unit, handler, real-stack end-to-end, config validation
 	@$(MAKE) test-rust $(TEST_TARGETS)
 	@echo "==> all tests passed"
 

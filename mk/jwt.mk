@@ -1,12 +1,14 @@
-# The JWT filter (issue 2: data plane, JWT). Its unit tests and its end-to-end tests in real Envoy
-# (filters/jwt/tests/) run in `make test`'s `cargo test --workspace`, after `make wasm` has built
-# dist/mcpgw_filter_jwt.wasm, which the tests load.
+# The JWT filter (issue 2: data plane, JWT; issue 17: as an Envoy dynamic module). Its unit tests
+# and its end-to-end tests in real Envoy (filters/jwt/tests/) run in `make test`'s `cargo test
+# --workspace`, after `make wasm` and `make native` have built dist/mcpgw_filter_jwt.wasm and
+# dist/libmcpgw_filter_jwt.so, which the tests load.
 WASM_CRATES   += mcpgw-filter-jwt
+NATIVE_CRATES += mcpgw-filter-jwt
 BENCH_TARGETS += bench-jwt
 
 .PHONY: test-jwt bench-jwt
 
-test-jwt: $(VENV)/.stamp wasm ## Only the JWT part: core's verification tests and the filter in Envoy
+test-jwt: $(VENV)/.stamp wasm native ## Only the JWT part: core's verification tests and the filter in Envoy
 	@$(CARGO) test --locked -q -p mcpgw-core -p mcpgw-filter-jwt
 
 # The load generator: wrk from Debian's packages.

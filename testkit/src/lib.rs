@@ -54,7 +54,7 @@ pub fn node_bin(name: &str) -> PathBuf {
     workspace_root().join("node_modules/.bin").join(name)
 }
 
-/// A built proxy-wasm module in `dist/` (`make wasm`).
+/// A built module in `dist/`: proxy-wasm (`make wasm`) or Envoy dynamic module (`make native`).
 pub fn dist_wasm(name: &str) -> PathBuf {
     workspace_root().join("dist").join(name)
 }

@@ -1,5 +1,7 @@
-//! End-to-end tests of the JWT filter in real Envoy (from the project venv) loading the built
-//! module (`dist/mcpgw_filter_jwt.wasm`, `make wasm`). Keys and tokens are generated here; the
+//! End-to-end tests of the JWT filter in real Envoy (from the project venv), each run against both
+//! builds: the proxy-wasm module (`dist/mcpgw_filter_jwt.wasm`, `make wasm`) as `wasm::<case>` and
+//! the dynamic module (`dist/libmcpgw_filter_jwt.so`, `make native`) as `native::<case>`, which
+//! must behave alike. Keys and tokens are generated here; the
 //! key server and the upstream are small HTTP servers in this process. One Envoy serves each group
 //! of cases: the request cases share one, key rotation and outages get their own.
 
@@ -64,13 +66,14 @@ struct Gateway {
 
 impl Gateway {
     /// Starts Envoy; the key server is started first when `keys_up`.
-    fn start(keys: KeyServer, keys_up: bool, refresh_interval: &str) -> Gateway {
-        Gateway::start_edited(keys, keys_up, refresh_interval, vec![], &|_| {})
+    fn start(build: Build, keys: KeyServer, keys_up: bool, refresh_interval: &str) -> Gateway {
+        Gateway::start_edited(build, keys, keys_up, refresh_interval, vec![], &|_| {})
     }
 
     /// Starts Envoy with `clusters` besides the echo and key server ones, and the plugin
     /// configuration changed by `edit`.
     fn start_edited(
+        build: Build,
         mut keys: KeyServer,
         keys_up: bool,
         refresh_interval: &str,
@@ -84,7 +87,7 @@ impl Gateway {
         let (port, admin) = (free_port(), free_port());
         let mut config = plugin_config(port, refresh_interval);
         edit(&mut config);
-        let filters = vec![jwt_filter("mcpgw_jwt", &config), router()];
+        let filters = vec![jwt_filter(build, "mcpgw_jwt", &config), router()];
         let yaml = bootstrap(
             admin,
             vec![listener("public", port, filters, vec![route_to("echo")])],
@@ -138,9 +141,14 @@ struct Shared {
     impostor: Key,
 }
 
-fn shared() -> &'static Shared {
-    static SHARED: OnceLock<Shared> = OnceLock::new();
-    SHARED.get_or_init(|| {
+fn shared(build: Build) -> &'static Shared {
+    static WASM: OnceLock<Shared> = OnceLock::new();
+    static NATIVE: OnceLock<Shared> = OnceLock::new();
+    let shared = match build {
+        Build::Wasm => &WASM,
+        Build::Native => &NATIVE,
+    };
+    shared.get_or_init(|| {
         let key = Key::generate(Algorithm::ES256, "k1");
         let others: Vec<Key> = [Algorithm::EdDSA, Algorithm::RS256, Algorithm::PS256]
             .into_iter()
@@ -148,7 +156,7 @@ fn shared() -> &'static Shared {
             .collect();
         let impostor = Key::generate(Algorithm::ES256, "k1");
         let published: Vec<&Key> = std::iter::once(&key).chain(&others).collect();
-        let gw = Gateway::start(KeyServer::new(jwks(&published)), true, "300s");
+        let gw = Gateway::start(build, KeyServer::new(jwks(&published)), true, "300s");
         Shared {
             gw,
             key,
@@ -169,9 +177,8 @@ fn metadata_challenge(gw: &Gateway, resource: &str) -> String {
     )
 }
 
-#[test]
-fn missing_token_gets_401_pointing_at_the_resource_metadata() {
-    let s = shared();
+fn missing_token_gets_401_pointing_at_the_resource_metadata(build: Build) {
+    let s = shared(build);
     for headers in [vec![], vec![("authorization", "Basic dXNlcjpwYXNz")]] {
         let r = s.gw.get("/alpha/mcp", &headers);
         assert_eq!(r.status, 401, "{r:?}");
@@ -183,9 +190,8 @@ fn missing_token_gets_401_pointing_at_the_resource_metadata() {
     }
 }
 
-#[test]
-fn invalid_tokens_get_401_invalid_token() {
-    let s = shared();
+fn invalid_tokens_get_401_invalid_token(build: Build) {
+    let s = shared(build);
     let url = s.gw.url("alpha");
     let valid = || claims(&url, "mcp:read");
     let with = |edit: &dyn Fn(&mut AccessTokenClaims)| {
@@ -250,9 +256,8 @@ fn invalid_tokens_get_401_invalid_token() {
     }
 }
 
-#[test]
-fn token_for_another_resource_is_refused() {
-    let s = shared();
+fn token_for_another_resource_is_refused(build: Build) {
+    let s = shared(build);
     let for_beta = token(&s.key, &s.gw, "beta", "mcp:read");
     let r = s.gw.get_with_token("/alpha/mcp", &for_beta);
     assert_eq!(r.status, 401, "{r:?}");
@@ -269,9 +274,8 @@ fn token_for_another_resource_is_refused() {
     assert_eq!(s.gw.get_with_token("/beta/mcp", &for_beta).status, 200);
 }
 
-#[test]
-fn missing_scope_gets_403_insufficient_scope() {
-    let s = shared();
+fn missing_scope_gets_403_insufficient_scope(build: Build) {
+    let s = shared(build);
     let write_only = token(&s.key, &s.gw, "alpha", "mcp:write");
     let r = s.gw.get_with_token("/alpha/mcp", &write_only);
     assert_eq!(r.status, 403, "{r:?}");
@@ -288,9 +292,8 @@ fn missing_scope_gets_403_insufficient_scope() {
     assert_eq!(r.json()["error"], "insufficient_scope");
 }
 
-#[test]
-fn valid_token_reaches_the_upstream_with_identity_headers_and_without_authorization() {
-    let s = shared();
+fn valid_token_reaches_the_upstream_with_identity_headers_and_without_authorization(build: Build) {
+    let s = shared(build);
     let t = token(&s.key, &s.gw, "alpha", "mcp:read mcp:write");
     // The second request is answered from the verified-token cache: same outcome.
     for _ in 0..2 {
@@ -313,9 +316,8 @@ fn valid_token_reaches_the_upstream_with_identity_headers_and_without_authorizat
     }
 }
 
-#[test]
-fn tokens_signed_with_every_supported_algorithm_are_accepted() {
-    let s = shared();
+fn tokens_signed_with_every_supported_algorithm_are_accepted(build: Build) {
+    let s = shared(build);
     for key in std::iter::once(&s.key).chain(&s.others) {
         let r =
             s.gw.get_with_token("/alpha/mcp", &token(key, &s.gw, "alpha", "mcp:read"));
@@ -329,9 +331,8 @@ fn tokens_signed_with_every_supported_algorithm_are_accepted() {
     }
 }
 
-#[test]
-fn client_sent_identity_headers_are_stripped() {
-    let s = shared();
+fn client_sent_identity_headers_are_stripped(build: Build) {
+    let s = shared(build);
     let t = token(&s.key, &s.gw, "alpha", "mcp:read");
     let auth = format!("Bearer {t}");
     let spoofed = [
@@ -359,9 +360,8 @@ fn client_sent_identity_headers_are_stripped() {
     assert!(leaked.is_empty(), "{leaked:?}");
 }
 
-#[test]
-fn protected_resource_metadata_is_served_at_path_inserted_and_root_uris() {
-    let s = shared();
+fn protected_resource_metadata_is_served_at_path_inserted_and_root_uris(build: Build) {
+    let s = shared(build);
     let r =
         s.gw.get("/.well-known/oauth-protected-resource/alpha/mcp", &[]);
     assert_eq!(r.status, 200, "{r:?}");
@@ -386,9 +386,8 @@ fn protected_resource_metadata_is_served_at_path_inserted_and_root_uris() {
     assert_eq!(r.json()["resource_name"], "solo");
 }
 
-#[test]
-fn cors_preflight_passes_without_a_token() {
-    let s = shared();
+fn cors_preflight_passes_without_a_token(build: Build) {
+    let s = shared(build);
     let preflight = [
         ("origin", "http://app.test"),
         ("access-control-request-method", "POST"),
@@ -405,11 +404,10 @@ fn cors_preflight_passes_without_a_token() {
     assert_eq!(r.status, 401, "{r:?}");
 }
 
-#[test]
-fn rotated_keys_are_fetched_without_restart_and_survive_a_key_server_outage() {
+fn rotated_keys_are_fetched_without_restart_and_survive_a_key_server_outage(build: Build) {
     let old = Key::generate(Algorithm::ES256, "old");
     let new = Key::generate(Algorithm::ES256, "new");
-    let mut gw = Gateway::start(KeyServer::new(jwks(&[&old])), true, "300s");
+    let mut gw = Gateway::start(build, KeyServer::new(jwks(&[&old])), true, "300s");
     let old_token = token(&old, &gw, "beta", "");
     let new_token = token(&new, &gw, "beta", "");
     assert_eq!(gw.get_with_token("/beta/mcp", &old_token).status, 200);
@@ -448,11 +446,10 @@ fn rotated_keys_are_fetched_without_restart_and_survive_a_key_server_outage() {
     }
 }
 
-#[test]
-fn without_keys_requests_fail_closed_until_the_key_server_answers() {
+fn without_keys_requests_fail_closed_until_the_key_server_answers(build: Build) {
     let key = Key::generate(Algorithm::EdDSA, "ed");
     // The key server is down when Envoy starts; the filter refreshes every second.
-    let mut gw = Gateway::start(KeyServer::new(jwks(&[&key])), false, "1s");
+    let mut gw = Gateway::start(build, KeyServer::new(jwks(&[&key])), false, "1s");
     let t = token(&key, &gw, "beta", "");
     let r = gw.get_with_token("/beta/mcp", &t);
     assert_eq!(r.status, 503, "{r:?}");
@@ -500,12 +497,12 @@ fn settles(gw: &Gateway, token: &str, want: u16, within: Duration) -> Response {
     }
 }
 
-#[test]
-fn revoked_tokens_are_refused_within_the_feed_interval_and_while_the_feed_is_down() {
+fn revoked_tokens_are_refused_within_the_feed_interval_and_while_the_feed_is_down(build: Build) {
     let key = Key::generate(Algorithm::ES256, "k1");
     let mut revoked = KeyServer::new(feed(&[]));
     revoked.start();
     let gw = Gateway::start_edited(
+        build,
         KeyServer::new(jwks(&[&key])),
         true,
         "300s",
@@ -575,15 +572,21 @@ fn revoked_tokens_are_refused_within_the_feed_interval_and_while_the_feed_is_dow
     );
 }
 
-#[test]
-fn inline_keys_verify_and_the_token_is_forwarded_only_when_configured() {
+fn inline_keys_verify_and_the_token_is_forwarded_only_when_configured(build: Build) {
     let key = Key::generate(Algorithm::ES256, "inline");
     let inline: Value = serde_json::from_str(&jwks(&[&key])).unwrap();
     // No key server at all: the keys are in the configuration.
-    let gw = Gateway::start_edited(KeyServer::new(String::new()), false, "300s", vec![], &|c| {
-        c["jwks"] = json!({ "inline": inline });
-        c["forward_authorization"] = true.into();
-    });
+    let gw = Gateway::start_edited(
+        build,
+        KeyServer::new(String::new()),
+        false,
+        "300s",
+        vec![],
+        &|c| {
+            c["jwks"] = json!({ "inline": inline });
+            c["forward_authorization"] = true.into();
+        },
+    );
     let t = token(&key, &gw, "alpha", "mcp:read");
     let r = gw.get_with_token("/alpha/mcp", &t);
     assert_eq!(r.status, 200, "{r:?}");
@@ -606,8 +609,7 @@ fn run_to_exit(bootstrap: &str) -> (Option<i32>, String) {
     )
 }
 
-#[test]
-fn bad_plugin_configuration_is_rejected_by_envoy_naming_the_field() {
+fn bad_plugin_configuration_is_rejected_by_envoy_naming_the_field(build: Build) {
     let good = plugin_config(8080, "300s");
     let with = |edit: &dyn Fn(&mut Value)| {
         let mut c = good.clone();
@@ -635,7 +637,7 @@ fn bad_plugin_configuration_is_rejected_by_envoy_naming_the_field() {
             vec![listener(
                 "public",
                 port,
-                vec![jwt_filter("bad", &config), router()],
+                vec![jwt_filter(build, "bad", &config), router()],
                 vec![route_to("echo")],
             )],
             vec![cluster("echo", 9), cluster("jwks", 9)],
@@ -683,3 +685,32 @@ fn shipped_envoy_configurations_validate() {
         );
     }
 }
+
+/// Each case above, once per build: `wasm::<case>` and `native::<case>`.
+macro_rules! for_each_build {
+    ($($case:ident),* $(,)?) => {
+        mod wasm {
+            $( #[test] fn $case() { super::$case(super::Build::Wasm) } )*
+        }
+        mod native {
+            $( #[test] fn $case() { super::$case(super::Build::Native) } )*
+        }
+    };
+}
+
+for_each_build!(
+    missing_token_gets_401_pointing_at_the_resource_metadata,
+    invalid_tokens_get_401_invalid_token,
+    token_for_another_resource_is_refused,
+    missing_scope_gets_403_insufficient_scope,
+    valid_token_reaches_the_upstream_with_identity_headers_and_without_authorization,
+    tokens_signed_with_every_supported_algorithm_are_accepted,
+    client_sent_identity_headers_are_stripped,
+    protected_resource_metadata_is_served_at_path_inserted_and_root_uris,
+    cors_preflight_passes_without_a_token,
+    rotated_keys_are_fetched_without_restart_and_survive_a_key_server_outage,
+    without_keys_requests_fail_closed_until_the_key_server_answers,
+    revoked_tokens_are_refused_within_the_feed_interval_and_while_the_feed_is_down,
+    inline_keys_verify_and_the_token_is_forwarded_only_when_configured,
+    bad_plugin_configuration_is_rejected_by_envoy_naming_the_field,
+);

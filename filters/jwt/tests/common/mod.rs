@@ -80,42 +80,77 @@ pub fn claims(audience: &str, scope: &str) -> AccessTokenClaims {
     }
 }
 
-/// The module under test: `$MCPGW_JWT_WASM`, or `dist/mcpgw_filter_jwt.wasm` (`make wasm`).
-pub fn wasm_path() -> PathBuf {
-    let path = std::env::var_os("MCPGW_JWT_WASM")
+/// A build of the JWT filter: the same tests run against each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Build {
+    /// The proxy-wasm module in Envoy's V8.
+    Wasm,
+    /// The Envoy dynamic module (a native shared library).
+    Native,
+}
+
+/// A built module: `$var`, or `dist/<file>`, checked to be there.
+fn built(var: &str, file: &str, make: &str) -> PathBuf {
+    let path = std::env::var_os(var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| mcpgw_testkit::dist_wasm("mcpgw_filter_jwt.wasm"));
+        .unwrap_or_else(|| mcpgw_testkit::dist_wasm(file));
     let size = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     assert!(
         size > 10_000,
-        "{} is missing or not a built module ({size} bytes): run `make wasm` first",
+        "{} is missing or not a built module ({size} bytes): run `{make}` first",
         path.display()
     );
     path
 }
 
-/// An `http_filters` entry loading the mcpgw JWT module with `plugin_config` (JSON).
-pub fn jwt_filter(vm_id: &str, plugin_config: &Value) -> Value {
-    json!({
-        "name": "mcpgw.jwt",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "mcpgw_jwt",
-                "root_id": "mcpgw_jwt",
-                "fail_open": false,
-                "vm_config": {
-                    "vm_id": vm_id,
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": { "local": { "filename": wasm_path() } }
-                },
-                "configuration": {
+/// The module under test: `$MCPGW_JWT_WASM`, or `dist/mcpgw_filter_jwt.wasm` (`make wasm`).
+pub fn wasm_path() -> PathBuf {
+    built("MCPGW_JWT_WASM", "mcpgw_filter_jwt.wasm", "make wasm")
+}
+
+/// The dynamic module under test: `$MCPGW_JWT_NATIVE`, or `dist/libmcpgw_filter_jwt.so`
+/// (`make native`).
+pub fn native_path() -> PathBuf {
+    built("MCPGW_JWT_NATIVE", "libmcpgw_filter_jwt.so", "make native")
+}
+
+/// An `http_filters` entry loading the mcpgw JWT filter's `build` with `plugin_config` (JSON);
+/// `vm_id` names the wasm VM.
+pub fn jwt_filter(build: Build, vm_id: &str, plugin_config: &Value) -> Value {
+    match build {
+        Build::Wasm => json!({
+            "name": "mcpgw.jwt",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                "config": {
+                    "name": "mcpgw_jwt",
+                    "root_id": "mcpgw_jwt",
+                    "fail_open": false,
+                    "vm_config": {
+                        "vm_id": vm_id,
+                        "runtime": "envoy.wasm.runtime.v8",
+                        "code": { "local": { "filename": wasm_path() } }
+                    },
+                    "configuration": {
+                        "@type": "type.googleapis.com/google.protobuf.StringValue",
+                        "value": plugin_config.to_string()
+                    }
+                }
+            }
+        }),
+        Build::Native => json!({
+            "name": "mcpgw.jwt",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+                "dynamic_module_config": { "module": { "local": { "filename": native_path() } } },
+                "filter_name": "mcpgw_jwt",
+                "filter_config": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",
                     "value": plugin_config.to_string()
                 }
             }
-        }
-    })
+        }),
+    }
 }
 
 /// The terminal router filter.
