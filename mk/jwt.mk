@@ -20,7 +20,7 @@ test-jwt: $(VENV)/.stamp wasm native ## Only the JWT part: core's verification t
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; }
 	@touch $@
 
-bench-jwt: $(VENV)/.stamp .cache/wrk.stamp wasm ## Envoy + our JWT module vs Envoy's native jwt_authn (wrk)
+bench-jwt: $(VENV)/.stamp .cache/wrk.stamp wasm native ## Envoy + our JWT modules (proxy-wasm, dynamic) vs Envoy's jwt_authn (wrk)
 	@echo "==> JWT filter vs native jwt_authn (median of MCPGW_BENCH_ROUNDS=$${MCPGW_BENCH_ROUNDS:-3} rounds of MCPGW_BENCH_SECONDS=$${MCPGW_BENCH_SECONDS:-3} s per row)"
 	@$(CARGO) build --quiet --locked --profile wasm --target $(WASM_TARGET) -p mcpgw-probe
 	@MCPGW_PROBE_WASM=$(abspath $(WASM_OUT))/mcpgw_probe.wasm $(CARGO) bench --locked -q -p mcpgw-filter-jwt --bench envoy

@@ -5,7 +5,8 @@
 //! - `none`: no authentication (the floor);
 //! - `mcpgw-floor`: our module on a path it does not protect (the VM's fixed cost per request);
 //! - `jwt_authn`: Envoy's native JWT filter, without and with its `jwt_cache_config`;
-//! - `mcpgw`: our proxy-wasm module (V8), without (`cache_entries: 0`) and with its token cache.
+//! - `mcpgw`: our proxy-wasm module (V8), without (`cache_entries: 0`) and with its token cache;
+//! - `native`: the same filter as an Envoy dynamic module (`make native`), without and with it.
 //!
 //! Same keys (inline JWKS on both sides), same tokens, same fixed `direct_response` upstream (so
 //! the upstream is never the bottleneck), at 1 and 32 connections; then, without caches, one row
@@ -15,7 +16,8 @@
 //! (`mcpgw-wasmhost`), for a request it does not protect, one without a token, and a cached token.
 //! Then what the proxy-wasm path itself costs (`filters/probe`), and each filter's own cost per
 //! cached request measured in chains of ten equal filters (ours, `jwt_authn`, and the probe doing
-//! nothing or one header read), which puts a filter's few µs well above this machine's noise.
+//! nothing or one header read, and the dynamic module), which puts a filter's few µs well above
+//! this machine's noise.
 //!
 //! Rows that are compared are measured round-robin, several rounds each, and every row keeps its
 //! median round: a burst of load elsewhere on the machine then skews one round of every row
@@ -236,9 +238,10 @@ fn chain_costs(chains: &[(&str, u16)], none: u16, rounds: usize, secs: u64, toke
     }
     let _ = write!(
         report,
-        "\n  so mcpgw costs x{:.2} of jwt_authn per cached request; the bare proxy-wasm path with one \
-         header read alone is x{:.2}",
+        "\n  so per cached request mcpgw costs x{:.2} of jwt_authn as proxy-wasm and x{:.2} as a \
+         dynamic module; the bare proxy-wasm path with one header read alone is x{:.2}",
         per_filter[2] / per_filter[3],
+        per_filter[4] / per_filter[3],
         per_filter[1] / per_filter[3],
     );
     report
@@ -329,11 +332,12 @@ fn main() {
         .collect();
     let es256 = &tokens[0].1;
 
-    let variants: [(&str, Option<Value>); 6] = [
+    let variants: [(&str, Option<Value>); 8] = [
         ("none", None),
         (
             "mcpgw-floor",
             Some(jwt_filter(
+                Build::Wasm,
                 "bench_floor",
                 &wasm_config(&jwks_doc, true, false),
             )),
@@ -343,14 +347,32 @@ fn main() {
         (
             "mcpgw",
             Some(jwt_filter(
+                Build::Wasm,
                 "bench_nocache",
+                &wasm_config(&jwks_doc, false, true),
+            )),
+        ),
+        (
+            "native",
+            Some(jwt_filter(
+                Build::Native,
+                "",
                 &wasm_config(&jwks_doc, false, true),
             )),
         ),
         (
             "mcpgw+cache",
             Some(jwt_filter(
+                Build::Wasm,
                 "bench_cache",
+                &wasm_config(&jwks_doc, true, true),
+            )),
+        ),
+        (
+            "native+cache",
+            Some(jwt_filter(
+                Build::Native,
+                "",
                 &wasm_config(&jwks_doc, true, true),
             )),
         ),
@@ -387,8 +409,15 @@ fn main() {
             "+ one header read (a host call and its VM entry)",
             probe_filter("header 1"),
         ),
-        ("mcpgw, cached token", jwt_filter("bench_chain", &chained)),
+        (
+            "mcpgw, cached token",
+            jwt_filter(Build::Wasm, "bench_chain", &chained),
+        ),
         ("jwt_authn, cached token", native_chained),
+        (
+            "mcpgw dynamic module, cached token",
+            jwt_filter(Build::Native, "", &chained),
+        ),
     ]
     .into_iter()
     .map(|(label, filter)| (label, free_port(), filter))
@@ -436,6 +465,8 @@ fn main() {
 
     let wasm = wasm_path();
     let size = std::fs::metadata(&wasm).map(|m| m.len()).unwrap_or(0);
+    let native = native_path();
+    let native_size = std::fs::metadata(&native).map(|m| m.len()).unwrap_or(0);
     let mut report = String::new();
     let _ = writeln!(
         report,
@@ -444,9 +475,11 @@ fn main() {
     );
     let _ = writeln!(
         report,
-        "mcpgw JWT filter vs Envoy jwt_authn: one Envoy worker, wrk -t1, loopback, fixed response;\nthe median of {rounds} round-robin rounds of {secs}s per row\nmodule {} = {size} bytes ({:.0} KiB)\n",
+        "mcpgw JWT filter vs Envoy jwt_authn: one Envoy worker, wrk -t1, loopback, fixed response;\nthe median of {rounds} round-robin rounds of {secs}s per row\nmodule {} = {size} bytes ({:.0} KiB)\ndynamic module {} = {native_size} bytes ({:.0} KiB)\n",
         wasm.display(),
-        size as f64 / 1024.0
+        size as f64 / 1024.0,
+        native.display(),
+        native_size as f64 / 1024.0
     );
     let _ = writeln!(
         report,
@@ -481,6 +514,8 @@ fn main() {
             ("mcpgw", "jwt_authn"),
             ("mcpgw+cache", "jwt_authn"),
             ("mcpgw+cache", "jwt_authn+cache"),
+            ("native", "jwt_authn"),
+            ("native+cache", "jwt_authn+cache"),
         ] {
             let _ = writeln!(
                 report,
@@ -491,9 +526,11 @@ fn main() {
         }
         let _ = writeln!(
             report,
-            "  c={connections:<2} p50 added over no auth: mcpgw+cache {:+.0} µs, jwt_authn+cache {:+.0} µs, mcpgw {:+.0} µs, jwt_authn {:+.0} µs",
+            "  c={connections:<2} p50 added over no auth: native+cache {:+.0} µs, mcpgw+cache {:+.0} µs, jwt_authn+cache {:+.0} µs, native {:+.0} µs, mcpgw {:+.0} µs, jwt_authn {:+.0} µs",
+            r("native+cache").p50_us - r("none").p50_us,
             r("mcpgw+cache").p50_us - r("none").p50_us,
             r("jwt_authn+cache").p50_us - r("none").p50_us,
+            r("native").p50_us - r("none").p50_us,
             r("mcpgw").p50_us - r("none").p50_us,
             r("jwt_authn").p50_us - r("none").p50_us,
         );
@@ -517,23 +554,28 @@ fn main() {
     let floor = results[&("none", 1)].p50_us;
     let port_of = |n: &str| ports.iter().find(|p| p.0 == n).map(|p| p.1).unwrap();
     for (alg, token) in &tokens {
-        let [native, ours]: [Measure; 2] =
-            round_robin(rounds, &[port_of("jwt_authn"), port_of("mcpgw")], |port| {
-                wrk(port, token, 1, secs)
-            })
-            .try_into()
-            .ok()
-            .unwrap();
+        let [authn, ours, module]: [Measure; 3] = round_robin(
+            rounds,
+            &[port_of("jwt_authn"), port_of("mcpgw"), port_of("native")],
+            |port| wrk(port, token, 1, secs),
+        )
+        .try_into()
+        .ok()
+        .unwrap();
         let _ = writeln!(
             report,
-            "  {alg:<6} jwt_authn {:>7.0} req/s p50 {:>6.0} µs (+{:.0}) | mcpgw {:>7.0} req/s p50 {:>6.0} µs (+{:.0}) | ours/native req/s x{:.2}",
-            native.rps,
-            native.p50_us,
-            native.p50_us - floor,
+            "  {alg:<6} jwt_authn {:>7.0} req/s p50 {:>6.0} µs (+{:.0}) | mcpgw {:>7.0} req/s p50 {:>6.0} µs (+{:.0}) | native {:>7.0} req/s p50 {:>6.0} µs (+{:.0}) | req/s vs jwt_authn: mcpgw x{:.2}, native x{:.2}",
+            authn.rps,
+            authn.p50_us,
+            authn.p50_us - floor,
             ours.rps,
             ours.p50_us,
             ours.p50_us - floor,
-            ours.rps / native.rps
+            module.rps,
+            module.p50_us,
+            module.p50_us - floor,
+            ours.rps / authn.rps,
+            module.rps / authn.rps
         );
     }
     drop(envoy);

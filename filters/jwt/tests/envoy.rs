@@ -98,6 +98,16 @@ impl Gateway {
         );
         let mut envoy = Envoy::start(&yaml, admin, 2);
         envoy.proc.wait_ready(port, Duration::from_secs(10));
+        if build == Build::Native {
+            // The module is built for this Envoy's ABI, and says which it was built for.
+            let abi = mcpgw_native_abi::ABI_VERSION.to_string_lossy();
+            let log = envoy.proc.log();
+            assert!(
+                log.contains(&format!("Dynamic module ABI version {abi} matched"))
+                    && log.contains(&format!("built for Envoy's dynamic-module ABI {abi}")),
+                "{log}"
+            );
+        }
         Gateway {
             port,
             keys,

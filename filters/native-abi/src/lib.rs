@@ -26,6 +26,9 @@ use std::time::Duration;
 /// Envoy 1.40.0. Envoy logs whether the module's version matched its own when it loads it.
 pub const ABI_VERSION: &CStr = c"v0.2.0";
 
+/// The Envoy release whose ABI [`ABI_VERSION`] is.
+pub const ENVOY: &str = "Envoy 1.40.0";
+
 /// A buffer Envoy owns (`envoy_dynamic_module_type_envoy_buffer`).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
@@ -702,6 +705,10 @@ pub mod hooks {
                 log_message(5, &format!("{name} panicked: {info}"));
             }));
         }
+        log::info!(
+            "{name}: built for Envoy's dynamic-module ABI {} ({ENVOY})",
+            ABI_VERSION.to_string_lossy()
+        );
         ABI_VERSION.as_ptr()
     }
 
