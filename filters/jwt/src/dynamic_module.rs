@@ -11,9 +11,10 @@
 //! - Each worker has its own token cache and its own view of the keys and the list, cleared and
 //!   renewed when the shared generation moves.
 //! - Each request goes through [`gate`] as in the proxy-wasm module. With no keys yet, or a token
-//!   signed by an unknown `kid`, the request fetches the JWKS itself (one fetch at a time for no
-//!   keys, rate-limited for unknown `kid`s, across all workers) and waits for the answer; stale
-//!   keys keep serving while the key server is down; without any key the answer is 503.
+//!   signed by an unknown `kid`, the request waits for the JWKS fetch in flight, if any (the
+//!   configuration's or another request's, on any worker), or else fetches the JWKS itself (one
+//!   fetch at a time, unknown `kid`s rate-limited, across all workers) and waits for the answer.
+//!   Stale keys keep serving while the key server is down; without any key the answer is 503.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
@@ -24,7 +25,7 @@ use mcpgw_core::identity::Identity;
 use mcpgw_core::jwk::KeySet;
 use mcpgw_core::revocation::RevokedTokens;
 use mcpgw_native_abi::{
-    self as abi, CalloutResponse, ConfigContext, HeadersStatus, Stream, Ticker,
+    self as abi, CalloutResponse, ConfigContext, HeadersStatus, Stream, Ticker, Waker,
 };
 
 use crate::config::{Config, Fetch, KeySource, Remote};
@@ -99,6 +100,11 @@ impl Slot {
             .is_ok()
     }
 
+    /// Whether a deadline stamp is still ahead of `now`.
+    fn held(&self, now: u64) -> bool {
+        now < self.0.load(Ordering::Acquire)
+    }
+
     fn release(&self) {
         self.0.store(0, Ordering::Release);
     }
@@ -116,6 +122,8 @@ struct Shared {
     lease: Slot,
     /// `<ms>`: the last fetch caused by an unknown `kid`.
     kid_refetch: Slot,
+    /// Requests waiting for the JWKS fetch in flight, on any worker.
+    waiters: Mutex<Vec<Waker>>,
     /// One per worker thread.
     workers: Vec<Mutex<Worker>>,
 }
@@ -128,19 +136,75 @@ impl Shared {
         }
     }
 
-    /// Publishes a fetched JWKS (`status` is its `:status`) if it has a usable key; keeps the
-    /// old keys otherwise. Ends the fetch's lease either way.
+    /// Publishes a fetched JWKS if it has a usable key; keeps the old keys otherwise. Ends the
+    /// fetch either way.
     fn store(&self, response: Option<CalloutResponse<'_>>) {
+        match response {
+            Some(response) => {
+                let status = response.status.map(String::from_utf8_lossy);
+                let known = self.keys.newer(0).map_or(0, |(_, keys)| keys.len());
+                if let Some(keys) = gate::fetched_keys(status.as_deref(), &response.body, known) {
+                    self.fetched_at_ms.store(now_ms(), Ordering::Release);
+                    self.keys.publish(keys);
+                }
+            }
+            None => log::warn!("jwks fetch failed; keeping the known key(s)"),
+        }
+        self.end_fetch();
+    }
+
+    /// Ends the JWKS fetch in flight: frees its lease and wakes the requests waiting for it.
+    fn end_fetch(&self) {
+        let mut waiters = lock(&self.waiters);
         self.lease.release();
-        let Some(response) = response else {
-            log::warn!("jwks fetch failed; keeping the known key(s)");
-            return;
-        };
-        let status = response.status.map(String::from_utf8_lossy);
-        let known = self.keys.newer(0).map_or(0, |(_, keys)| keys.len());
-        if let Some(keys) = gate::fetched_keys(status.as_deref(), &response.body, known) {
-            self.fetched_at_ms.store(now_ms(), Ordering::Release);
-            self.keys.publish(keys);
+        for waker in waiters.drain(..) {
+            waker.wake();
+        }
+    }
+
+    /// Makes a request whose denial fresh keys could lift wait for them: for the fetch in flight
+    /// (`Some(None)`), or for one it starts (`Some(Some(callout))`) when the rate limits allow.
+    /// `None`: decide now.
+    fn wait_for_keys(
+        &self,
+        stream: &mut Stream<'_>,
+        reason: &DenyReason,
+        now: u64,
+    ) -> Option<Option<u64>> {
+        let remote = self.remote()?;
+        {
+            // Under the waiters' lock: a fetch seen in flight here wakes this request when it ends.
+            let mut waiters = lock(&self.waiters);
+            if self.lease.held(now) {
+                waiters.push(stream.waker()?);
+                return Some(None);
+            }
+        }
+        let claimed = match reason {
+            DenyReason::NoKeys => true,
+            _ => {
+                let gap = u64::try_from(remote.unknown_kid_refetch_interval.as_millis())
+                    .unwrap_or(u64::MAX);
+                self.kid_refetch.claim(now, gap, now)
+            }
+        } && self
+            .lease
+            .claim(now, 0, now.saturating_add(remote.fetch.timeout_ms()));
+        if !claimed {
+            return None;
+        }
+        let fetch = &remote.fetch;
+        match stream.http_callout(
+            &fetch.cluster,
+            &gate::fetch_headers(fetch),
+            fetch.timeout_ms(),
+        ) {
+            Ok(callout) => Some(Some(callout)),
+            Err(e) => {
+                log::warn!("jwks fetch could not start: {e:?}");
+                self.end_fetch();
+                None
+            }
         }
     }
 
@@ -165,23 +229,6 @@ impl Shared {
             &mut w.cache,
             now_ms(),
         )
-    }
-
-    /// Claims the JWKS fetch a denial calls for, if it may happen now.
-    fn claim_fetch(&self, reason: &DenyReason, now: u64) -> Option<&Fetch> {
-        let remote = self.remote()?;
-        let claimed = match reason {
-            DenyReason::NoKeys => {
-                self.lease
-                    .claim(now, 0, now.saturating_add(remote.fetch.timeout_ms()))
-            }
-            _ => {
-                let gap = u64::try_from(remote.unknown_kid_refetch_interval.as_millis())
-                    .unwrap_or(u64::MAX);
-                self.kid_refetch.claim(now, gap, now)
-            }
-        };
-        claimed.then_some(&remote.fetch)
     }
 }
 
@@ -273,6 +320,7 @@ impl JwtConfig {
                 revoked: Published::new(RevokedTokens::default()),
                 lease: Slot::default(),
                 kid_refetch: Slot::default(),
+                waiters: Mutex::default(),
                 workers,
             }),
             main: Mutex::new(Main::default()),
@@ -307,7 +355,7 @@ impl abi::FilterConfig for JwtConfig {
             match start(context, &remote.fetch) {
                 Ok(id) => main.jwks_fetch = Some(id),
                 Err(e) => {
-                    shared.lease.release();
+                    shared.end_fetch();
                     log::warn!("jwks fetch could not start: {e:?}");
                 }
             }
@@ -366,10 +414,11 @@ fn start(context: &mut ConfigContext<'_>, fetch: &Fetch) -> Result<u64, abi::Cal
     )
 }
 
-/// A request waiting for its JWKS fetch.
+/// A request waiting for a JWKS fetch.
 #[derive(Debug)]
 struct Waiting {
-    callout: u64,
+    /// Its own fetch; `None` when it waits for another request's or the configuration's.
+    callout: Option<u64>,
     resource: usize,
     authorization: Option<String>,
     removals: Vec<Vec<u8>>,
@@ -454,28 +503,16 @@ impl abi::Filter for JwtFilter {
         };
         if let Decision::Deny(denial) = &decision
             && gate::wants_keys(&denial.reason)
-            && let Some(fetch) = shared.claim_fetch(&denial.reason, now_ms())
+            && let Some(callout) = shared.wait_for_keys(stream, &denial.reason, now_ms())
         {
-            match stream.http_callout(
-                &fetch.cluster,
-                &gate::fetch_headers(fetch),
-                fetch.timeout_ms(),
-            ) {
-                Ok(callout) => {
-                    log::debug!("waiting for the jwks before deciding");
-                    self.waiting = Some(Waiting {
-                        callout,
-                        resource,
-                        authorization,
-                        removals,
-                    });
-                    return HeadersStatus::StopAllIterationAndBuffer;
-                }
-                Err(e) => {
-                    shared.lease.release();
-                    log::warn!("jwks fetch could not start: {e:?}");
-                }
-            }
+            log::debug!("waiting for the jwks before deciding");
+            self.waiting = Some(Waiting {
+                callout,
+                resource,
+                authorization,
+                removals,
+            });
+            return HeadersStatus::StopAllIterationAndBuffer;
         }
         if self.act(stream, decision, &removals) {
             HeadersStatus::Continue
@@ -490,10 +527,23 @@ impl abi::Filter for JwtFilter {
         id: u64,
         response: Option<CalloutResponse<'_>>,
     ) {
-        let Some(waiting) = self.waiting.take_if(|w| w.callout == id) else {
+        let Some(waiting) = self.waiting.take_if(|w| w.callout == Some(id)) else {
             return;
         };
         self.shared.store(response);
+        self.resume(stream, waiting);
+    }
+
+    fn on_woken(&mut self, stream: &mut Stream<'_>) {
+        if let Some(waiting) = self.waiting.take_if(|w| w.callout.is_none()) {
+            self.resume(stream, waiting);
+        }
+    }
+}
+
+impl JwtFilter {
+    /// Decides a waiting request with the keys there are now, and lets it go on if allowed.
+    fn resume(&self, stream: &mut Stream<'_>, waiting: Waiting) {
         let decision = self.shared.decide(
             stream.worker_index(),
             waiting.resource,
@@ -509,6 +559,16 @@ impl abi::Filter for JwtFilter {
         };
         if go_on {
             stream.continue_request();
+        }
+    }
+}
+
+impl Drop for JwtFilter {
+    /// A request that goes away during its own JWKS fetch ends it (Envoy cancels the fetch), so
+    /// the requests waiting for it are woken and the next one may fetch.
+    fn drop(&mut self) {
+        if self.waiting.as_ref().is_some_and(|w| w.callout.is_some()) {
+            self.shared.end_fetch();
         }
     }
 }

@@ -480,6 +480,24 @@ fn without_keys_requests_fail_closed_until_the_key_server_answers(build: Build) 
     assert!(log.contains("jwks fetch answered status 503"), "{log}");
 }
 
+#[test]
+fn native_requests_on_every_worker_wait_for_the_key_fetch_in_flight() {
+    // The dynamic module shares one fetch across workers: requests arriving while it is in flight
+    // wait for it on whichever worker they run (the proxy-wasm module waits on its own thread's).
+    let key = Key::generate(Algorithm::ES256, "slow");
+    let mut keys = KeyServer::new(jwks(&[&key]));
+    keys.delay = Duration::from_millis(1500);
+    let gw = Gateway::start(Build::Native, keys, true, "300s");
+    let t = token(&key, &gw, "beta", "");
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let requests: Vec<_> = (0..6)
+            .map(|_| scope.spawn(|| gw.get_with_token("/beta/mcp", &t).status))
+            .collect();
+        requests.into_iter().map(|r| r.join().unwrap()).collect()
+    });
+    assert_eq!(statuses, [200; 6], "{}", gw.envoy.proc.log());
+}
+
 /// The revocation feed's answer listing `jtis`.
 fn feed(jtis: &[&str]) -> String {
     json!({ "revoked": jtis }).to_string()

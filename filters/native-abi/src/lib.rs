@@ -166,6 +166,12 @@ unsafe extern "C" {
         event: u64,
     );
     fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: *mut c_void);
+    fn envoy_dynamic_module_callback_http_filter_scheduler_new(filter: *mut c_void) -> *mut c_void;
+    fn envoy_dynamic_module_callback_http_filter_scheduler_commit(
+        scheduler: *mut c_void,
+        event: u64,
+    );
+    fn envoy_dynamic_module_callback_http_filter_scheduler_delete(scheduler: *mut c_void);
 }
 
 /// What the request headers hook tells Envoy (`..._request_headers_status`).
@@ -338,6 +344,14 @@ impl Stream<'_> {
         usize::try_from(index).unwrap_or(usize::MAX)
     }
 
+    /// A handle any thread can use to call this stream's [`Filter::on_woken`] on its worker.
+    pub fn waker(&mut self) -> Option<Waker> {
+        // SAFETY: `envoy` is the live stream.
+        let scheduler =
+            unsafe { envoy_dynamic_module_callback_http_filter_scheduler_new(self.envoy) };
+        (!scheduler.is_null()).then_some(Waker(scheduler))
+    }
+
     /// Starts a bodiless HTTP request to `cluster` whose answer comes to this stream's
     /// [`Filter::on_callout_done`] with the returned id.
     pub fn http_callout(
@@ -441,6 +455,31 @@ impl ConfigContext<'_> {
     }
 }
 
+/// Wakes one stream on its worker, from any thread (`..._http_filter_scheduler_module_ptr`).
+/// Waking a stream that has ended does nothing; dropping the waker deletes Envoy's scheduler.
+#[derive(Debug)]
+pub struct Waker(*mut c_void);
+
+// SAFETY: Envoy documents `..._http_filter_scheduler_commit` as callable from any thread (it
+// posts to the stream's worker, holding the stream weakly), and deleting the scheduler only drops
+// that weak reference.
+unsafe impl Send for Waker {}
+
+impl Waker {
+    /// Calls the stream's [`Filter::on_woken`] on its worker, unless the stream has ended.
+    pub fn wake(self) {
+        // SAFETY: the scheduler lives until `drop`, right after.
+        unsafe { envoy_dynamic_module_callback_http_filter_scheduler_commit(self.0, TICK) }
+    }
+}
+
+impl Drop for Waker {
+    fn drop(&mut self) {
+        // SAFETY: made by `..._scheduler_new`, deleted once; a posted wake holds no reference to it.
+        unsafe { envoy_dynamic_module_callback_http_filter_scheduler_delete(self.0) }
+    }
+}
+
 /// A configuration scheduler (`..._http_filter_config_scheduler_module_ptr`).
 #[derive(Debug)]
 struct Scheduler(*mut c_void);
@@ -519,6 +558,9 @@ pub trait FilterConfig: Send + Sync + Sized + 'static {
 pub trait Filter: 'static {
     /// The request headers arrived.
     fn on_request_headers(&mut self, stream: &mut Stream<'_>) -> HeadersStatus;
+
+    /// A [`Waker`] of this stream was woken.
+    fn on_woken(&mut self, stream: &mut Stream<'_>);
 
     /// The answer to a [`Stream::http_callout`].
     fn on_callout_done(
@@ -663,6 +705,20 @@ pub mod hooks {
             envoy,
             hook: PhantomData,
         }) as u32
+    }
+
+    /// `envoy_dynamic_module_on_http_filter_scheduled`.
+    ///
+    /// # Safety
+    /// As [`filter`]; `envoy` is the stream.
+    pub unsafe fn scheduled<F: Filter>(envoy: *mut c_void, filter: *const c_void) {
+        // SAFETY: as the caller guarantees.
+        if let Some(filter) = unsafe { self::filter::<F>(filter) } {
+            filter.on_woken(&mut Stream {
+                envoy,
+                hook: PhantomData,
+            });
+        }
     }
 
     /// `envoy_dynamic_module_on_http_filter_http_callout_done`.
@@ -861,6 +917,16 @@ macro_rules! export_http_filter {
                 }
             }
 
+            #[unsafe(no_mangle)]
+            extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+                envoy: *mut CVoid,
+                filter: *const CVoid,
+                _event: u64,
+            ) {
+                // SAFETY: Envoy calls a stream's hooks one at a time with its live filter.
+                unsafe { $crate::hooks::scheduled::<Stream>(envoy, filter) }
+            }
+
             // The hooks below are required by Envoy and unused by mcpgw's filters.
 
             #[unsafe(no_mangle)]
@@ -938,13 +1004,6 @@ macro_rules! export_http_filter {
                 0
             }
 
-            #[unsafe(no_mangle)]
-            extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
-                _envoy: *mut CVoid,
-                _filter: *const CVoid,
-                _event: u64,
-            ) {
-            }
 
             #[unsafe(no_mangle)]
             extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(

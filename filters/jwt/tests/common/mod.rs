@@ -432,6 +432,8 @@ pub fn echo_server() -> HttpServer {
 pub struct KeyServer {
     pub port: u16,
     document: Arc<Mutex<String>>,
+    /// How long each answer takes.
+    pub delay: Duration,
     server: Option<HttpServer>,
 }
 
@@ -441,6 +443,7 @@ impl KeyServer {
         KeyServer {
             port: mcpgw_testkit::free_port(),
             document: Arc::new(Mutex::new(jwks)),
+            delay: Duration::ZERO,
             server: None,
         }
     }
@@ -448,8 +451,11 @@ impl KeyServer {
     /// Starts serving (again) on its port.
     pub fn start(&mut self) {
         let document = self.document.clone();
-        let handler: Arc<Handler> =
-            Arc::new(move |_: &Request| (200, document.lock().unwrap().clone()));
+        let delay = self.delay;
+        let handler: Arc<Handler> = Arc::new(move |_: &Request| {
+            std::thread::sleep(delay);
+            (200, document.lock().unwrap().clone())
+        });
         self.server = Some(HttpServer::start_on(self.port, handler));
     }
 
