@@ -18,6 +18,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, warn};
 
+use mcpgw_core::identity::{self, is_underscore_identity_header};
+use mcpgw_core::session::{Caller, CallerError, SessionOwner};
+
 use crate::child::{CHILD_EXITED, Child, REQUEST_TIMED_OUT, error_response};
 use crate::config::ChildMode;
 use crate::session::{Session, StreamError};
@@ -187,9 +190,61 @@ fn forbidden_origin() -> Response {
     )
 }
 
-/// Checks the session header and the protocol-version header; returns the session.
+/// The caller, from the identity headers the gateway set (core's rule: exactly one non-empty
+/// `x-mcpgw-subject`). A request without one did not come through the gateway and is refused
+/// (403); an identity header spelled with `_` is refused (400) whatever else the request holds.
 #[allow(clippy::result_large_err)] // reason: the error is the response itself, built once per refusal
-fn find_session(b: &Bridge, h: &HeaderMap) -> Result<Arc<Session>, Response> {
+pub fn caller(h: &HeaderMap) -> Result<Caller<'_>, Response> {
+    if let Some(name) = h.keys().find(|n| is_underscore_identity_header(n.as_str())) {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            INVALID_REQUEST,
+            &format!("header {name} is refused: identity headers are never written with `_`"),
+        ));
+    }
+    let utf8 = |name: &str| {
+        h.get_all(name)
+            .iter()
+            .all(|v| std::str::from_utf8(v.as_bytes()).is_ok())
+    };
+    if !(utf8(identity::SUBJECT) && utf8(identity::CLIENT_ID)) {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            INVALID_REQUEST,
+            "identity headers must be UTF-8",
+        ));
+    }
+    Caller::from_headers(|name| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
+    })
+    .map_err(|e| {
+        let status = match e {
+            CallerError::NoSubject | CallerError::Undecodable(_) => StatusCode::FORBIDDEN,
+            CallerError::Repeated(_) => StatusCode::BAD_REQUEST,
+        };
+        rpc_error(status, Value::Null, INVALID_REQUEST, &e.to_string())
+    })
+}
+
+/// The answer to a session that does not exist, is closed or belongs to another caller: the
+/// three are indistinguishable.
+pub fn session_not_found() -> Response {
+    rpc_error(
+        StatusCode::NOT_FOUND,
+        Value::Null,
+        INVALID_REQUEST,
+        "session not found",
+    )
+}
+
+/// Checks the session header and the protocol-version header; returns the session if `caller`
+/// may use it (core's rule: the caller that opened it).
+#[allow(clippy::result_large_err)] // reason: the error is the response itself, built once per refusal
+fn find_session(b: &Bridge, h: &HeaderMap, caller: &Caller<'_>) -> Result<Arc<Session>, Response> {
     if let Some(v) = header_str(h, VERSION_HEADER)
         && !HANDSHAKE_VERSIONS.contains(&v)
     {
@@ -209,13 +264,8 @@ fn find_session(b: &Bridge, h: &HeaderMap) -> Result<Arc<Session>, Response> {
         ));
     };
     match b.session(id) {
-        Some(s) if !s.is_closed() => Ok(s),
-        _ => Err(rpc_error(
-            StatusCode::NOT_FOUND,
-            Value::Null,
-            INVALID_REQUEST,
-            "session not found",
-        )),
+        Some(s) if !s.is_closed() && s.owner.admits(caller) => Ok(s),
+        _ => Err(session_not_found()),
     }
 }
 
@@ -223,6 +273,10 @@ async fn post_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap, body: Bytes) -> Re
     if !origin_allowed(&b, &h) {
         return forbidden_origin();
     }
+    let caller = match caller(&h) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     if !(accepts(&h, "application/json") && accepts(&h, "text/event-stream")) {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -272,7 +326,7 @@ async fn post_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap, body: Bytes) -> Re
     };
     let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
     if h.get(SESSION_HEADER).is_none() && crate::modern::is_modern(&h, &msg) {
-        return crate::modern::handle(&b, &h, msg, k).await;
+        return crate::modern::handle(&b, &h, &caller, msg, k).await;
     }
     if k == Kind::Request && method == "initialize" {
         if h.get(SESSION_HEADER).is_some() {
@@ -283,9 +337,9 @@ async fn post_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap, body: Bytes) -> Re
                 "initialize must not carry Mcp-Session-Id",
             );
         }
-        return initialize(&b, msg).await;
+        return initialize(&b, &caller, msg).await;
     }
-    let session = match find_session(&b, &h) {
+    let session = match find_session(&b, &h, &caller) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -297,17 +351,12 @@ async fn post_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap, body: Bytes) -> Re
         }
         Kind::Notification | Kind::Response => match session.child.send(&msg).await {
             Ok(()) => StatusCode::ACCEPTED.into_response(),
-            Err(_) => rpc_error(
-                StatusCode::NOT_FOUND,
-                Value::Null,
-                INVALID_REQUEST,
-                "session not found",
-            ),
+            Err(_) => session_not_found(),
         },
     }
 }
 
-async fn initialize(b: &Arc<Bridge>, msg: Value) -> Response {
+async fn initialize(b: &Arc<Bridge>, caller: &Caller<'_>, msg: Value) -> Response {
     let id = msg["id"].clone();
     let Some(version) = msg
         .pointer("/params/protocolVersion")
@@ -384,6 +433,7 @@ async fn initialize(b: &Arc<Bridge>, msg: Value) -> Response {
         .to_owned();
     let session = Session::new(
         new_session_id(),
+        SessionOwner::new(caller),
         Arc::clone(&child),
         negotiated,
         pre_initialised,
@@ -578,6 +628,10 @@ async fn get_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap) -> Response {
     if !origin_allowed(&b, &h) {
         return forbidden_origin();
     }
+    let caller = match caller(&h) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     if !accepts(&h, "text/event-stream") {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -592,7 +646,7 @@ async fn get_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap) -> Response {
         // 2026-07-28 has no GET stream (subscriptions/listen replaces it).
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
-    let session = match find_session(&b, &h) {
+    let session = match find_session(&b, &h, &caller) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -606,22 +660,12 @@ async fn get_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap) -> Response {
                 INVALID_REQUEST,
                 "malformed Last-Event-ID",
             ),
-            Err(_) => rpc_error(
-                StatusCode::NOT_FOUND,
-                Value::Null,
-                INVALID_REQUEST,
-                "session not found",
-            ),
+            Err(_) => session_not_found(),
         };
     }
     match session.open_get() {
         Ok(rx) => sse_response(Vec::new(), Some(rx)),
-        Err(_) => rpc_error(
-            StatusCode::NOT_FOUND,
-            Value::Null,
-            INVALID_REQUEST,
-            "session not found",
-        ),
+        Err(_) => session_not_found(),
     }
 }
 
@@ -629,7 +673,11 @@ async fn delete_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap) -> Response {
     if !origin_allowed(&b, &h) {
         return forbidden_origin();
     }
-    let session = match find_session(&b, &h) {
+    let caller = match caller(&h) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let session = match find_session(&b, &h, &caller) {
         Ok(s) => s,
         Err(r) => return r,
     };

@@ -17,6 +17,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
+use mcpgw_core::session::Caller;
+
 use crate::Bridge;
 use crate::child::{Child, Owner, error_response};
 use crate::http::{
@@ -164,7 +166,13 @@ fn error_with_data(id: Value, code: i64, message: &str, data: Option<Value>) -> 
 }
 
 /// Serves one 2026-07-28 POST.
-pub async fn handle(b: &Arc<Bridge>, h: &HeaderMap, mut msg: Value, k: Kind) -> Response {
+pub async fn handle(
+    b: &Arc<Bridge>,
+    h: &HeaderMap,
+    caller: &Caller<'_>,
+    mut msg: Value,
+    k: Kind,
+) -> Response {
     match k {
         // The core protocol has no client-to-server notifications on this wire.
         Kind::Notification => return StatusCode::ACCEPTED.into_response(),

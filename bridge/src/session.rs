@@ -14,6 +14,8 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use mcpgw_core::session::SessionOwner;
+
 use crate::child::{Child, Owner};
 
 /// The GET stream's number.
@@ -54,6 +56,8 @@ struct Streams {
 pub struct Session {
     /// The `Mcp-Session-Id`.
     pub id: String,
+    /// The caller that opened it: the only one who may use it.
+    pub owner: SessionOwner,
     /// The child serving this session (shared in shared mode).
     pub child: Arc<Child>,
     /// The negotiated protocol version.
@@ -72,8 +76,10 @@ pub struct Session {
 
 impl Session {
     /// A new session around `child`.
+    #[allow(clippy::too_many_arguments)] // reason: each is a distinct property of the session, set once
     pub fn new(
         id: String,
+        owner: SessionOwner,
         child: Arc<Child>,
         protocol_version: String,
         pre_initialised: bool,
@@ -88,6 +94,7 @@ impl Session {
         };
         Arc::new(Session {
             id,
+            owner,
             child,
             protocol_version,
             pre_initialised,

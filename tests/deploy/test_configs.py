@@ -36,7 +36,7 @@ VENV = ROOT / ".venv" / "bin"
 OVERLAYS = sorted(p.name for p in (ROOT / "deploy/k8s/overlays").iterdir() if p.is_dir())
 K8S_VERSION = "1.37.0"
 # Kinds kubernetes-validate has no schema for (CRDs); they get structural checks below.
-CRD_KINDS = {"WasmPlugin", "Gateway", "VirtualService", "IngressRoute", "Middleware"}
+CRD_KINDS = {"WasmPlugin", "Gateway", "VirtualService", "IngressRoute", "Middleware", "EnvoyFilter"}
 IDENTITY_RS = ROOT / "core" / "src" / "identity.rs"
 
 
@@ -95,6 +95,25 @@ def test_envoy_kubernetes_rendering_is_current_and_fetches_modules_with_sha256()
         remote = cfg["vm_config"]["code"]["remote"]
         assert re.fullmatch(r"[0-9a-f]{64}", remote["sha256"])
         assert cfg["fail_open"] is False
+
+
+def hcm_of(doc: dict) -> dict:
+    return doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+@pytest.mark.parametrize("path", ENVOY_FILES, ids=lambda p: p.name)
+def test_every_envoy_config_drops_headers_with_underscores(path):
+    """x_mcpgw_* headers must never reach an upstream that folds `_` into `-` (issue 19, 9)."""
+    hcm = hcm_of(yaml.safe_load(path.read_text()))
+    assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "DROP_HEADER"
+
+
+def test_istio_gateway_drops_headers_with_underscores():
+    (patch,) = by_kind(kustomize("istio"), "EnvoyFilter").values()
+    (change,) = patch["spec"]["configPatches"]
+    assert change["match"]["context"] == "GATEWAY"
+    options = change["patch"]["value"]["typed_config"]["common_http_protocol_options"]
+    assert options["headers_with_underscores_action"] == "DROP_HEADER"
 
 
 # ----------------------------------------------------------------------------------- Kubernetes

@@ -67,10 +67,19 @@ impl Bridge {
     }
 }
 
-/// One HTTP/1.1 connection (keep-alive).
+/// The subject every test client speaks for unless it says otherwise (the identity headers the
+/// gateway sets in front of a bridge).
+pub const SUBJECT: &str = "oidc:tester";
+/// The client id that goes with it.
+pub const CLIENT_ID: &str = "test-client";
+
+/// One HTTP/1.1 connection (keep-alive), speaking for one caller.
 #[derive(Debug)]
 pub struct Client {
     tx: SendRequest<Full<Bytes>>,
+    /// The identity headers added to every request (`None`: none, as a request that did not
+    /// come through the gateway).
+    pub identity: Option<(String, String)>,
 }
 
 /// A response read to its end.
@@ -134,7 +143,15 @@ impl Client {
             .await
             .unwrap_or_else(|e| panic!("http handshake: {e}"));
         tokio::spawn(conn);
-        Client { tx }
+        Client {
+            tx,
+            identity: Some((SUBJECT.to_owned(), CLIENT_ID.to_owned())),
+        }
+    }
+
+    /// This connection speaks for `subject` through `client_id` from now on.
+    pub fn act_as(&mut self, subject: &str, client_id: &str) {
+        self.identity = Some((subject.to_owned(), client_id.to_owned()));
     }
 
     /// Sends a request and returns the response head with its body still streaming.
@@ -151,6 +168,11 @@ impl Client {
             .header("host", "127.0.0.1");
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        if let Some((subject, client_id)) = &self.identity {
+            req = req
+                .header("x-mcpgw-subject", subject.as_str())
+                .header("x-mcpgw-client-id", client_id.as_str());
         }
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let req = req
