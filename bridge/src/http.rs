@@ -22,9 +22,10 @@ use mcpgw_core::identity::{self, is_underscore_identity_header};
 use mcpgw_core::session::{Caller, CallerError, SessionOwner};
 
 use crate::child::{CHILD_EXITED, Child, REQUEST_TIMED_OUT, error_response};
-use crate::config::ChildMode;
+use crate::config::Isolation;
+use crate::limits::retry_after_secs;
 use crate::session::{Session, StreamError};
-use crate::{Bridge, new_session_id};
+use crate::{Bridge, Refusal, new_session_id};
 
 /// `Mcp-Session-Id`.
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -43,6 +44,8 @@ pub const INVALID_PARAMS: i64 = -32602;
 pub const METHOD_NOT_FOUND: i64 = -32601;
 /// JSON-RPC: internal error.
 pub const INTERNAL_ERROR: i64 = -32603;
+/// JSON-RPC (implementation-defined range): a per-user limit is reached (HTTP 429).
+pub const LIMITED: i64 = -32029;
 
 /// The router: the MCP endpoint, `/health` and `/ready`.
 pub fn router(bridge: Arc<Bridge>) -> Router {
@@ -73,6 +76,36 @@ async fn ready(State(b): State<Arc<Bridge>>) -> Response {
 /// A JSON-RPC error with an HTTP status.
 pub fn rpc_error(status: StatusCode, id: Value, code: i64, message: &str) -> Response {
     json_response(status, &error_response(id, code, message))
+}
+
+/// `r` with `Retry-After: secs`.
+pub fn with_retry_after(mut r: Response, secs: u64) -> Response {
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+/// Takes one of `caller`'s tool calls per second, or answers 429 with `Retry-After`.
+#[allow(clippy::result_large_err)] // reason: the error is the response itself, built once per refusal
+pub fn admit_tool_call(b: &Bridge, caller: &Caller<'_>, id: &Value) -> Result<(), Response> {
+    b.limiter
+        .admit(caller.subject, std::time::Instant::now())
+        .map_err(|wait| {
+            debug!(subject = caller.subject, "tool call refused: the user's rate is reached");
+            let secs = retry_after_secs(wait);
+            with_retry_after(
+                rpc_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    id.clone(),
+                    LIMITED,
+                    &format!(
+                        "more than {} tool calls per second; retry after {secs} s",
+                        b.cfg.tool_calls_per_second
+                    ),
+                ),
+                secs,
+            )
+        })
 }
 
 /// A JSON body.
@@ -325,6 +358,12 @@ async fn post_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap, body: Bytes) -> Re
         );
     };
     let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+    if k == Kind::Request
+        && method == "tools/call"
+        && let Err(r) = admit_tool_call(&b, &caller, &msg["id"])
+    {
+        return r;
+    }
     if h.get(SESSION_HEADER).is_none() && crate::modern::is_modern(&h, &msg) {
         return crate::modern::handle(&b, &h, &caller, msg, k).await;
     }
@@ -370,29 +409,54 @@ async fn initialize(b: &Arc<Bridge>, caller: &Caller<'_>, msg: Value) -> Respons
             "initialize needs params.protocolVersion",
         );
     };
-    let Some(slot) = b.reserve_session() else {
-        let mut r = rpc_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            id,
-            INTERNAL_ERROR,
-            "too many sessions; retry later",
-        );
-        if let Ok(v) = HeaderValue::from_str(&b.cfg.retry_after.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
+    let slot = match b.reserve_session(caller) {
+        Ok(slot) => slot,
+        Err(Refusal::Full) => {
+            return with_retry_after(
+                rpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    id,
+                    INTERNAL_ERROR,
+                    "too many sessions; retry later",
+                ),
+                b.cfg.retry_after,
+            );
         }
-        return r;
+        Err(Refusal::UserFull) => {
+            debug!(subject = caller.subject, "session refused: the user's maximum is reached");
+            return with_retry_after(
+                rpc_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    id,
+                    LIMITED,
+                    &format!(
+                        "you have {} open sessions on this server, the most allowed; close one (DELETE) or retry later",
+                        b.cfg.max_sessions_per_user
+                    ),
+                ),
+                b.cfg.retry_after,
+            );
+        }
     };
-    let started = match b.cfg.child_mode {
-        ChildMode::Shared => b.shared_child().await.map(|c| (c, true, false)),
-        ChildMode::PerSession => match b.pool.take(&version) {
+    let started = match b.cfg.isolation {
+        Isolation::Shared => b
+            .stateless_child(Some(caller))
+            .await
+            .map(|s| (Arc::clone(&s.child), true, false))
+            .map_err(|e| e.to_string()),
+        Isolation::Session | Isolation::User => match b.pool.take(&version) {
             Some(c) => Ok((c, true, true)),
-            None => Child::spawn(&b.child_opts).map(|c| (c, false, true)),
+            None => b
+                .child_dir(Some(caller))
+                .map_err(|e| e.to_string())
+                .and_then(|dir| Child::spawn(&b.child_opts, &dir).map_err(|e| e.to_string()))
+                .map(|c| (c, false, true)),
         },
     };
     let (child, pre_initialised, owns) = match started {
         Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot start the MCP server for a new session");
+        Err(error) => {
+            warn!(%error, "cannot start the MCP server for a new session");
             return rpc_error(
                 StatusCode::BAD_GATEWAY,
                 id,
@@ -446,8 +510,7 @@ async fn initialize(b: &Arc<Bridge>, caller: &Caller<'_>, msg: Value) -> Respons
         child.set_owner(Some(weak));
     }
     session.touch();
-    b.insert_session(Arc::clone(&session));
-    drop(slot);
+    b.insert_session(slot, Arc::clone(&session));
     debug!(session = %session.id, pid = child.pid(), pre_initialised, "session opened");
     let mut r = json_response(
         StatusCode::OK,

@@ -19,8 +19,8 @@ use tokio::sync::mpsc;
 
 use mcpgw_core::session::Caller;
 
-use crate::Bridge;
-use crate::child::{Child, Owner, error_response};
+use crate::{Bridge, Stateless};
+use crate::child::{Owner, error_response};
 use crate::http::{
     HANDSHAKE_VERSIONS, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, METHOD_NOT_FOUND,
     ResponseHook, VERSION_HEADER, forward_request, json_response, rpc_error, sse_response,
@@ -191,8 +191,8 @@ pub async fn handle(
         return error_with_data(id, code, &message, data);
     }
     let method = msg["method"].as_str().unwrap_or("").to_owned();
-    let child = match b.shared_child().await {
-        Ok(c) => c,
+    let stateless = match b.stateless_child(Some(caller)).await {
+        Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot start the MCP server for a 2026-07-28 request");
             return rpc_error(
@@ -203,7 +203,8 @@ pub async fn handle(
             );
         }
     };
-    let init = child
+    let init = stateless
+        .child
         .init
         .get()
         .map(|i| i.result.clone())
@@ -226,7 +227,7 @@ pub async fn handle(
                 &json!({"jsonrpc": "2.0", "id": id, "result": result}),
             )
         }
-        "subscriptions/listen" => listen(b, &child, &init, &msg).await,
+        "subscriptions/listen" => listen(b, &stateless, &init, &msg).await,
         "initialize" | "resources/subscribe" | "resources/unsubscribe" | "logging/setLevel" => {
             error_with_data(
                 id,
@@ -244,7 +245,7 @@ pub async fn handle(
             let hook: ResponseHook = Arc::new(move |v: &mut Value| {
                 stamp(v, server_info.as_ref(), cacheable);
             });
-            let resp = forward_request(b, &child, msg, None, Some(hook)).await;
+            let resp = forward_request(b, &stateless.child, msg, None, Some(hook)).await;
             with_error_status(resp).await
         }
     }
@@ -327,7 +328,8 @@ async fn with_error_status(resp: Response) -> Response {
 
 /// `subscriptions/listen`: acknowledges what the child can deliver, then streams the matching
 /// notifications until the client goes away or the bridge shuts down.
-async fn listen(b: &Bridge, child: &Arc<Child>, init: &Value, msg: &Value) -> Response {
+async fn listen(b: &Bridge, stateless: &Stateless, init: &Value, msg: &Value) -> Response {
+    let child = &stateless.child;
     let id = msg["id"].clone();
     let wanted = msg
         .pointer("/params/notifications")
@@ -373,7 +375,7 @@ async fn listen(b: &Bridge, child: &Arc<Child>, init: &Value, msg: &Value) -> Re
     if tx.try_send(sse_frame_plain(&ack)).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    b.modern.add(Listener { id, filter, tx });
+    stateless.hub.add(Listener { id, filter, tx });
     sse_response(Vec::new(), Some(rx))
 }
 
@@ -434,6 +436,14 @@ impl Hub {
             ls.retain(|l| !l.tx.is_closed());
             ls.push(l);
         }
+    }
+
+    /// Whether a `subscriptions/listen` stream is open.
+    pub fn is_listened(&self) -> bool {
+        self.inner
+            .listeners
+            .lock()
+            .is_ok_and(|ls| ls.iter().any(|l| !l.tx.is_closed()))
     }
 
     /// Ends every listen stream with its final result (shutdown).

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use mcpgw_core::session::SessionOwner;
 
 use crate::child::{Child, Owner};
+use crate::lock;
 
 /// The GET stream's number.
 pub const GET_STREAM: u64 = 0;
@@ -276,10 +277,6 @@ fn parse_event_id(id: &str) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means another task panicked mid-update of plain data; keep serving.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
 
 #[cfg(test)]
 mod tests {

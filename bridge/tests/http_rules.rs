@@ -386,7 +386,7 @@ async fn large_messages_round_trip_intact_under_concurrency() {
 
 #[tokio::test]
 async fn shared_mode_serves_every_session_from_one_child() {
-    let b = Bridge::echo(&["--child-mode", "shared"], &[]);
+    let b = Bridge::echo(&["--isolation", "shared"], &[]);
     let mut c = b.client().await;
     let one = c.initialize(VERSION).await;
     let two = c.initialize(VERSION).await;

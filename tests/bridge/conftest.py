@@ -85,12 +85,16 @@ def start_bridge(
 ) -> Bridge:
     port = free_port()
     out = log.open("wb")
+    # `env` is the child's (--env): a bridge passes none of its own environment on.
+    child_env = [arg for k, v in (env or {}).items() for arg in ("--env", f"{k}={v}")]
+    state = log.parent / f"state-{port}"
     proc = subprocess.Popen(
-        [str(bridge_bin()), "--listen", f"127.0.0.1:{port}", *flags, "--", *child],
+        [str(bridge_bin()), "--listen", f"127.0.0.1:{port}", "--state-dir", str(state), *child_env,
+         *flags, "--", *child],
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "RUST_LOG": "info", **(env or {})},
+        env={**os.environ, "RUST_LOG": "info"},
         preexec_fn=_die_with_parent,
     )
     bridge = Bridge(proc, port, log)
@@ -110,7 +114,8 @@ def start_bridge(
 
 @pytest.fixture
 def bridge_factory(tmp_path: Path) -> Iterator:
-    """`bridge_factory(child, flags=(), env=None)` starts a bridge; all are stopped afterwards."""
+    """`bridge_factory(child, flags=(), env=None)` starts a bridge (`env`: the child's environment);
+    all are stopped afterwards."""
     started: list[Bridge] = []
 
     def make(child: Sequence[str], flags: Sequence[str] = (), env: dict[str, str] | None = None) -> Bridge:

@@ -28,28 +28,54 @@ pub struct Bridge {
     pub port: u16,
     /// The process (stopped on drop).
     pub proc: Proc,
+    /// Its `--state-dir`.
+    pub state: std::path::PathBuf,
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
 }
 
 impl Bridge {
-    /// Starts the bridge over the echo child with extra flags and environment, and waits until
+    /// Starts the bridge over the echo child with extra flags and child environment, and waits until
     /// `/ready` says the child starts and initialises.
     pub fn echo(flags: &[&str], env: &[(&str, &str)]) -> Bridge {
         Bridge::start(flags, env, &[env!("CARGO_BIN_EXE_mcpgw-echo-child")])
     }
 
-    /// Starts the bridge over `child` (program and arguments).
-    pub fn start(flags: &[&str], env: &[(&str, &str)], child: &[&str]) -> Bridge {
+    /// Starts the bridge over `child` (program and arguments) with `child_env` in the child's
+    /// environment (`--env`) and a state directory of its own (removed on drop).
+    pub fn start(flags: &[&str], child_env: &[(&str, &str)], child: &[&str]) -> Bridge {
+        Bridge::start_in(flags, child_env, &[], child)
+    }
+
+    /// As [`Bridge::start`], with `bridge_env` added to the bridge process' own environment.
+    pub fn start_in(
+        flags: &[&str],
+        child_env: &[(&str, &str)],
+        bridge_env: &[(&str, &str)],
+        child: &[&str],
+    ) -> Bridge {
         let port = free_port();
+        let state = std::env::temp_dir().join(format!(
+            "mcpgw-bridge-test-{}-{port}",
+            std::process::id()
+        ));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcpgw-bridge"));
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .args(flags)
-            .arg("--")
-            .args(child)
-            .env("RUST_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
+            .arg("--state-dir")
+            .arg(&state)
+            .args(flags);
+        for (k, v) in child_env {
+            cmd.arg("--env").arg(format!("{k}={v}"));
         }
+        cmd.arg("--")
+            .args(child)
+            .env("RUST_LOG", "info")
+            .envs(bridge_env.iter().copied());
         let mut proc = Proc::spawn("bridge", cmd);
         let deadline = Instant::now() + Duration::from_secs(30);
         while http_get(port, "/ready").is_none() {
@@ -58,7 +84,7 @@ impl Bridge {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Bridge { port, proc }
+        Bridge { port, proc, state }
     }
 
     /// A new connection to the bridge.
@@ -230,6 +256,13 @@ impl Client {
         assert_eq!(self.post(&id, &done).await.status, 202);
         id
     }
+}
+
+/// The echo child's environment and working directory, asked in `session` (`debug/env`).
+pub async fn child_env(c: &mut Client, session: &str) -> (serde_json::Map<String, Value>, String) {
+    let r = c.post(session, &request(90, "debug/env", json!({}))).await.json();
+    let env = r["result"]["env"].as_object().cloned().unwrap_or_default();
+    (env, r["result"]["cwd"].as_str().unwrap_or("").to_owned())
 }
 
 /// Reads a response to its end.
