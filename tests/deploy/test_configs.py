@@ -181,6 +181,8 @@ def test_one_bridge_per_enabled_server(overlay):
         bridge = deployments[f"bridge-{server.name}"]
         args = bridge["spec"]["template"]["spec"]["containers"][0]["args"]
         assert args[-1] == Path(server.command[0]).name
+        # The server's table (isolation, environment, limits) reaches the bridge as in `make run`.
+        assert args[:-2] == ["--listen", "0.0.0.0:3000", *render.bridge_flags(server, render.BRIDGE_STATE_K8S)]
         selector = services[f"bridge-{server.name}"]["spec"]["selector"]
         assert selector["app.kubernetes.io/instance"] == server.name
 
@@ -374,6 +376,10 @@ def test_shipped_mcpgw_toml_is_valid():
         ('[servers.a]\ncommand = ["x"]\nallow_groups = "eng"\n', "servers.a.allow_groups: must be a list"),
         ('[login]\naccess_token_lifetime = "10 minutes"\n[servers.a]\ncommand = ["x"]\n', "login.access_token_lifetime"),
         ("[servers.a\n", "mcpgw.toml"),
+        ('[servers.a]\ncommand = ["x"]\nisolation = "nobody"\n', "servers.a.isolation: must be one of user, session, shared"),
+        ('[servers.a]\ncommand = ["x"]\nenv = { A = 1 }\n', "servers.a.env: must be a table of strings"),
+        ('[servers.a]\ncommand = ["x"]\nenv = { "A-B" = "x" }\n', "servers.a.env.A-B"),
+        ('[servers.a]\ncommand = ["x"]\nsessions_per_user = 0\n', "servers.a.sessions_per_user"),
     ],
 )
 def test_bad_mcpgw_toml_is_refused_with_the_key_path(tmp_path, text, problem):
