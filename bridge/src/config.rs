@@ -44,7 +44,12 @@ pub struct Config {
     #[arg(long, env = "MCPGW_BRIDGE_COMMAND")]
     pub command: Option<String>,
     /// Which callers share a child: `user` (default), `session` or `shared`.
-    #[arg(long, env = "MCPGW_BRIDGE_ISOLATION", value_enum, default_value = "user")]
+    #[arg(
+        long,
+        env = "MCPGW_BRIDGE_ISOLATION",
+        value_enum,
+        default_value = "user"
+    )]
     pub isolation: Isolation,
     /// Where the bridge keeps its children's directories: `users/<hash of the subject>/` per user
     /// (isolation `user`), `shared/` otherwise. Created (mode 0700) at startup.
@@ -61,7 +66,11 @@ pub struct Config {
     pub env: Vec<(String, String)>,
     /// Names of the bridge's environment variables passed to the child as they are
     /// (comma-separated, repeatable). PATH always is, unless `--env` sets it.
-    #[arg(long = "env-pass", env = "MCPGW_BRIDGE_ENV_PASS", value_delimiter = ',')]
+    #[arg(
+        long = "env-pass",
+        env = "MCPGW_BRIDGE_ENV_PASS",
+        value_delimiter = ','
+    )]
     pub env_pass: Vec<String>,
     /// Open sessions one user (subject) may hold; beyond it `initialize` gets 429 with
     /// `Retry-After`.
@@ -145,7 +154,9 @@ impl Config {
             } else {
                 program.clone()
             };
-            return Ok(std::iter::once(program).chain(args.iter().cloned()).collect());
+            return Ok(std::iter::once(program)
+                .chain(args.iter().cloned())
+                .collect());
         }
         match &self.command {
             Some(c) if !c.trim().is_empty() => {

@@ -21,7 +21,9 @@ pub const USER_DIR: &str = "{user_dir}";
 #[derive(Debug, thiserror::Error)]
 pub enum EnvError {
     /// A value holds a `{…}` that is not a known placeholder, or an unbalanced brace.
-    #[error("--env {name}: {problem} (the only placeholder is {USER_DIR}; write {{{{ and }}}} for braces)")]
+    #[error(
+        "--env {name}: {problem} (the only placeholder is {USER_DIR}; write {{{{ and }}}} for braces)"
+    )]
     Placeholder {
         /// The variable.
         name: String,

@@ -34,16 +34,12 @@ pub const VERSION_HEADER: &str = "mcp-protocol-version";
 /// Protocol revisions served with sessions (the initialize handshake).
 pub const HANDSHAKE_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
-/// JSON-RPC: parse error.
-pub const PARSE_ERROR: i64 = -32700;
-/// JSON-RPC: invalid request.
-pub const INVALID_REQUEST: i64 = -32600;
+pub use mcpgw_core::mcp::{INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR};
+
 /// JSON-RPC: invalid params.
 pub const INVALID_PARAMS: i64 = -32602;
 /// JSON-RPC: method not found.
 pub const METHOD_NOT_FOUND: i64 = -32601;
-/// JSON-RPC: internal error.
-pub const INTERNAL_ERROR: i64 = -32603;
 /// JSON-RPC (implementation-defined range): a per-user limit is reached (HTTP 429).
 pub const LIMITED: i64 = -32029;
 
@@ -91,7 +87,10 @@ pub fn admit_tool_call(b: &Bridge, caller: &Caller<'_>, id: &Value) -> Result<()
     b.limiter
         .admit(caller.subject, std::time::Instant::now())
         .map_err(|wait| {
-            debug!(subject = caller.subject, "tool call refused: the user's rate is reached");
+            debug!(
+                subject = caller.subject,
+                "tool call refused: the user's rate is reached"
+            );
             let secs = retry_after_secs(wait);
             with_retry_after(
                 rpc_error(
@@ -365,7 +364,7 @@ async fn post_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap, body: Bytes) -> Re
         return r;
     }
     if h.get(SESSION_HEADER).is_none() && crate::modern::is_modern(&h, &msg) {
-        return crate::modern::handle(&b, &h, &caller, msg, k).await;
+        return crate::modern::handle(&b, &h, &caller, &body, msg, k).await;
     }
     if k == Kind::Request && method == "initialize" {
         if h.get(SESSION_HEADER).is_some() {
@@ -423,7 +422,10 @@ async fn initialize(b: &Arc<Bridge>, caller: &Caller<'_>, msg: Value) -> Respons
             );
         }
         Err(Refusal::UserFull) => {
-            debug!(subject = caller.subject, "session refused: the user's maximum is reached");
+            debug!(
+                subject = caller.subject,
+                "session refused: the user's maximum is reached"
+            );
             return with_retry_after(
                 rpc_error(
                     StatusCode::TOO_MANY_REQUESTS,

@@ -90,10 +90,19 @@ mod tests {
             assert_eq!(l.admit("oidc:alice", t0), Ok(()));
         }
         let wait = l.admit("oidc:alice", t0).unwrap_err();
-        assert!(wait <= Duration::from_millis(200) && wait > Duration::ZERO, "{wait:?}");
+        assert!(
+            wait <= Duration::from_millis(200) && wait > Duration::ZERO,
+            "{wait:?}"
+        );
         assert_eq!(l.admit("oidc:bob", t0), Ok(()), "buckets are per subject");
-        assert_eq!(l.admit("oidc:alice", t0 + Duration::from_millis(200)), Ok(()));
-        assert!(l.admit("oidc:alice", t0 + Duration::from_millis(200)).is_err());
+        assert_eq!(
+            l.admit("oidc:alice", t0 + Duration::from_millis(200)),
+            Ok(())
+        );
+        assert!(
+            l.admit("oidc:alice", t0 + Duration::from_millis(200))
+                .is_err()
+        );
     }
 
     #[test]

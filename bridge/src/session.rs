@@ -277,7 +277,6 @@ fn parse_event_id(id: &str) -> Option<(u64, u64)> {
     Some((a.parse().ok()?, b.parse().ok()?))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

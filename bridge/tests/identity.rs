@@ -31,35 +31,69 @@ async fn another_caller_finds_no_session_for_any_method_or_resume() {
     let unknown = {
         let mut c = b.client().await;
         c.act_as("oidc:alice", "alice-client");
-        c.post("0123456789abcdef0123456789abcdef", &request(1, "tools/list", json!({})))
-            .await
+        c.post(
+            "0123456789abcdef0123456789abcdef",
+            &request(1, "tools/list", json!({})),
+        )
+        .await
     };
     assert_eq!(unknown.status, 404);
 
-    for (subject, client_id) in [("oidc:bob", "bob-client"), ("oidc:bob", "alice-client"), ("oidc:alice", "bob-client")] {
+    for (subject, client_id) in [
+        ("oidc:bob", "bob-client"),
+        ("oidc:bob", "alice-client"),
+        ("oidc:alice", "bob-client"),
+    ] {
         let mut other = b.client().await;
         other.act_as(subject, client_id);
         let call = other
-            .post(&s, &request(2, "tools/call", json!({"name": "echo", "arguments": {}})))
+            .post(
+                &s,
+                &request(2, "tools/call", json!({"name": "echo", "arguments": {}})),
+            )
             .await;
         let note = other
-            .post(&s, &json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}))
+            .post(
+                &s,
+                &json!({"jsonrpc": "2.0", "method": "notifications/roots/list_changed"}),
+            )
             .await;
         let get = other.get(&s, &[]).await;
         let resume = other.get(&s, &[("last-event-id", "1-0")]).await;
         let delete = other.call("DELETE", &session_headers(&s), None).await;
-        for (what, r) in [("POST", &call), ("notification", &note), ("GET", &get), ("resume", &resume), ("DELETE", &delete)] {
+        for (what, r) in [
+            ("POST", &call),
+            ("notification", &note),
+            ("GET", &get),
+            ("resume", &resume),
+            ("DELETE", &delete),
+        ] {
             assert_eq!(r.status, 404, "{subject}/{client_id} {what}");
-            assert_eq!(r.body, unknown.body, "{subject}/{client_id} {what}: must look like an unknown session");
+            assert_eq!(
+                r.body, unknown.body,
+                "{subject}/{client_id} {what}: must look like an unknown session"
+            );
         }
     }
     // alice's session is untouched: her GET stream can be opened and her calls answered.
-    let r = alice.post(&s, &request(3, "tools/call", json!({"name": "echo", "arguments": {"a": 1}}))).await;
+    let r = alice
+        .post(
+            &s,
+            &request(
+                3,
+                "tools/call",
+                json!({"name": "echo", "arguments": {"a": 1}}),
+            ),
+        )
+        .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["result"]["content"][0]["text"], r#"{"a":1}"#);
     let resume = alice.get(&s, &[("last-event-id", "1-0")]).await;
     assert_eq!(resume.status, 200);
-    assert_eq!(resume.events().last().map(|m| m["id"].clone()), Some(json!(7)));
+    assert_eq!(
+        resume.events().last().map(|m| m["id"].clone()),
+        Some(json!(7))
+    );
 }
 
 #[tokio::test]
@@ -71,18 +105,26 @@ async fn requests_without_a_subject_are_refused() {
         .call("POST", &base_headers(), Some(&initialize_msg(VERSION)))
         .await;
     assert_eq!(r.status, 403);
-    assert!(r.error_message().contains("x-mcpgw-subject"), "{}", r.error_message());
+    assert!(
+        r.error_message().contains("x-mcpgw-subject"),
+        "{}",
+        r.error_message()
+    );
     let mut h = base_headers();
     h.push(("x-mcpgw-subject", ""));
     assert_eq!(
-        c.call("POST", &h, Some(&initialize_msg(VERSION))).await.status,
+        c.call("POST", &h, Some(&initialize_msg(VERSION)))
+            .await
+            .status,
         403
     );
     h.pop();
     h.push(("x-mcpgw-subject", "oidc:a"));
     h.push(("x-mcpgw-subject", "oidc:b"));
     assert_eq!(
-        c.call("POST", &h, Some(&initialize_msg(VERSION))).await.status,
+        c.call("POST", &h, Some(&initialize_msg(VERSION)))
+            .await
+            .status,
         400
     );
 }

@@ -16,7 +16,11 @@ async fn children_get_only_the_environment_their_configuration_names() {
     let b = Bridge::start_in(
         &["--env-pass", "PASSED_ON"],
         &[("NAMED", "v"), ("STORE", "{user_dir}/memory.json")],
-        &[("GITHUB_CLIENT_SECRET", "gateway-secret"), ("PASSED_ON", "p"), ("HOME", "/root")],
+        &[
+            ("GITHUB_CLIENT_SECRET", "gateway-secret"),
+            ("PASSED_ON", "p"),
+            ("HOME", "/root"),
+        ],
         &[ECHO],
     );
     let mut c = b.client().await;
@@ -31,7 +35,10 @@ async fn children_get_only_the_environment_their_configuration_names() {
     assert_eq!(env["PASSED_ON"], "p");
     assert_eq!(env["HOME"], cwd.as_str());
     assert_eq!(env["STORE"], format!("{cwd}/memory.json").as_str());
-    assert!(cwd.starts_with(&b.state.join("users").display().to_string()), "{cwd}");
+    assert!(
+        cwd.starts_with(&b.state.join("users").display().to_string()),
+        "{cwd}"
+    );
 }
 
 #[tokio::test]
@@ -47,24 +54,37 @@ async fn each_user_runs_in_a_private_directory_that_outlives_their_children() {
     let (_, alice_dir) = child_env(&mut alice, &a1).await;
     let (_, alice_again) = child_env(&mut alice, &a2).await;
     let (_, bob_dir) = child_env(&mut bob, &b1).await;
-    assert_eq!(alice_dir, alice_again, "a user's sessions share the user's directory");
+    assert_eq!(
+        alice_dir, alice_again,
+        "a user's sessions share the user's directory"
+    );
     assert_ne!(alice_dir, bob_dir);
     for dir in [&alice_dir, &bob_dir] {
         let p = std::path::Path::new(dir);
         assert_eq!(p.parent(), Some(b.state.join("users").as_path()));
         let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-        assert!(name.len() == 64 && name.bytes().all(|c| c.is_ascii_hexdigit()), "{name}");
-        let mode = std::fs::metadata(p).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
+        assert!(
+            name.len() == 64 && name.bytes().all(|c| c.is_ascii_hexdigit()),
+            "{name}"
+        );
+        let mode =
+            std::fs::metadata(p).map(|m| std::os::unix::fs::PermissionsExt::mode(&m.permissions()));
         assert_eq!(mode.map(|m| m & 0o777).ok(), Some(0o700));
     }
     std::fs::write(std::path::Path::new(&alice_dir).join("state"), "alice's").unwrap();
     for s in [&a1, &a2] {
-        assert_eq!(alice.call("DELETE", &session_headers(s), None).await.status, 200);
+        assert_eq!(
+            alice.call("DELETE", &session_headers(s), None).await.status,
+            200
+        );
     }
     let a3 = alice.initialize(VERSION).await;
     let (_, dir) = child_env(&mut alice, &a3).await;
     assert_eq!(dir, alice_dir);
-    assert_eq!(std::fs::read_to_string(std::path::Path::new(&dir).join("state")).unwrap(), "alice's");
+    assert_eq!(
+        std::fs::read_to_string(std::path::Path::new(&dir).join("state")).unwrap(),
+        "alice's"
+    );
 }
 
 #[tokio::test]
@@ -84,7 +104,13 @@ async fn a_user_holds_at_most_so_many_sessions() {
     let mut bob = b.client().await;
     bob.act_as("oidc:bob", "c1");
     bob.initialize(VERSION).await;
-    assert_eq!(alice.call("DELETE", &session_headers(&first), None).await.status, 200);
+    assert_eq!(
+        alice
+            .call("DELETE", &session_headers(&first), None)
+            .await
+            .status,
+        200
+    );
     alice.initialize(VERSION).await;
 }
 
@@ -110,7 +136,13 @@ async fn a_user_makes_at_most_so_many_tool_calls_per_second() {
     assert_eq!(refused.json()["error"]["code"], -32029);
     assert_eq!(refused.json()["id"], 9);
     // Other methods, and other users, are not counted against alice.
-    assert_eq!(alice.post(&s, &request(10, "tools/list", json!({}))).await.status, 200);
+    assert_eq!(
+        alice
+            .post(&s, &request(10, "tools/list", json!({})))
+            .await
+            .status,
+        200
+    );
     let mut bob = b.client().await;
     bob.act_as("oidc:bob", "c1");
     let bs = bob.initialize(VERSION).await;
@@ -123,7 +155,10 @@ async fn a_user_makes_at_most_so_many_tool_calls_per_second() {
 fn unknown_placeholders_and_user_dirs_without_user_isolation_are_refused_at_startup() {
     for (flags, says) in [
         (vec!["--env", "X={home}/x"], "unknown placeholder `{home}`"),
-        (vec!["--isolation", "session", "--env", "X={user_dir}"], "needs --isolation user"),
+        (
+            vec!["--isolation", "session", "--env", "X={user_dir}"],
+            "needs --isolation user",
+        ),
         (vec!["--env", "1X=y"], "environment variable names"),
     ] {
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_mcpgw-bridge"))

@@ -243,7 +243,14 @@ mod tests {
         ] {
             assert!(is_underscore_identity_header(name), "{name}");
         }
-        for name in [SUBJECT, USER, "x-other_header", "x_mcpg", "mcp-session-id", "x_mcpgx_a"] {
+        for name in [
+            SUBJECT,
+            USER,
+            "x-other_header",
+            "x_mcpg",
+            "mcp-session-id",
+            "x_mcpgx_a",
+        ] {
             assert!(!is_underscore_identity_header(name), "{name}");
         }
     }

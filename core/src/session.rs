@@ -53,7 +53,10 @@ impl<'a> Caller<'a> {
         if subject.is_empty() {
             return Err(CallerError::NoSubject);
         }
-        for (name, value) in [(identity::SUBJECT, subject), (identity::CLIENT_ID, client_id)] {
+        for (name, value) in [
+            (identity::SUBJECT, subject),
+            (identity::CLIENT_ID, client_id),
+        ] {
             if identity::decode(value).is_none() {
                 return Err(CallerError::Undecodable(name));
             }
@@ -150,7 +153,10 @@ mod tests {
 
     #[test]
     fn callers_come_from_exactly_one_subject_header() {
-        let ok = [(identity::SUBJECT, "oidc:alice"), (identity::CLIENT_ID, "c1")];
+        let ok = [
+            (identity::SUBJECT, "oidc:alice"),
+            (identity::CLIENT_ID, "c1"),
+        ];
         assert_eq!(
             Caller::from_headers(headers(&ok)),
             Ok(Caller {
@@ -173,7 +179,10 @@ mod tests {
         );
         let encoded = [(identity::SUBJECT, "oidc:al%20ice")];
         assert!(Caller::from_headers(headers(&encoded)).is_ok());
-        let twice = [(identity::SUBJECT, "oidc:bob"), (identity::SUBJECT, "oidc:alice")];
+        let twice = [
+            (identity::SUBJECT, "oidc:bob"),
+            (identity::SUBJECT, "oidc:alice"),
+        ];
         assert_eq!(
             Caller::from_headers(headers(&twice)),
             Err(CallerError::Repeated(identity::SUBJECT))

@@ -59,10 +59,8 @@ impl Bridge {
         child: &[&str],
     ) -> Bridge {
         let port = free_port();
-        let state = std::env::temp_dir().join(format!(
-            "mcpgw-bridge-test-{}-{port}",
-            std::process::id()
-        ));
+        let state =
+            std::env::temp_dir().join(format!("mcpgw-bridge-test-{}-{port}", std::process::id()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcpgw-bridge"));
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
@@ -260,7 +258,10 @@ impl Client {
 
 /// The echo child's environment and working directory, asked in `session` (`debug/env`).
 pub async fn child_env(c: &mut Client, session: &str) -> (serde_json::Map<String, Value>, String) {
-    let r = c.post(session, &request(90, "debug/env", json!({}))).await.json();
+    let r = c
+        .post(session, &request(90, "debug/env", json!({})))
+        .await
+        .json();
     let env = r["result"]["env"].as_object().cloned().unwrap_or_default();
     (env, r["result"]["cwd"].as_str().unwrap_or("").to_owned())
 }
