@@ -1,6 +1,7 @@
 """Red-team tests of issue 19 ("Trust I") against the stack `make run` starts: each shows one
 attack failing, through Envoy, the sidecar's tokens and the bridges in front of real MCP servers.
-alice and bob are the test users of tests/oidc (both may use `everything` and `memory`).
+alice and bob here are the test users carol and dave of tests/oidc, used by no other test (so no
+other test's sessions count against their limits; both may use `everything` and `memory`).
 
   1  bob, with his own valid token, cannot use alice's session (POST, GET, resume, DELETE)
   2  an MCP server does not see the gateway's environment (GITHUB_CLIENT_SECRET)
@@ -29,10 +30,11 @@ from mcp.client.streamable_http import streamable_http_client
 def people(stack):
     """alice's and bob's SDK clients per server, logged in on first use."""
     made: dict[tuple[str, str], McpUser] = {}
+    logins = {"alice": "carol", "bob": "dave"}
 
     def get(login: str, server: str) -> McpUser:
         if (login, server) not in made:
-            u = user(login)
+            u = user(logins[login])
             made[login, server] = McpUser(f"{stack.url}/{server}/mcp", Browser(u["login"], u["password"]))
         return made[login, server]
 
@@ -165,13 +167,13 @@ def dropped_underscore_headers(stack) -> int:
 
 
 def test_9_underscore_identity_headers_never_reach_a_bridge(stack, people):
-    alice = people("alice", "everything")
-    a = logged_in(alice)
+    bob = people("bob", "everything")
+    token = logged_in(bob)
     before = dropped_underscore_headers(stack)
     spoofed = {"x_mcpgw_groups": "admins", "X_Mcpgw_User": "admin"}
-    r = httpx.post(alice.url, json=INITIALIZE, headers={**headers(a), **spoofed})
+    r = httpx.post(bob.url, json=INITIALIZE, headers={**headers(token), **spoofed})
     assert r.status_code == 200, r.text
-    httpx.delete(alice.url, headers=headers(a, r.headers["mcp-session-id"]))
+    httpx.delete(bob.url, headers=headers(token, r.headers["mcp-session-id"]))
     assert dropped_underscore_headers(stack) >= before + 2, "Envoy passed headers with `_` on"
 
     # Defence in depth: a bridge reached some other way refuses them, and serves no request
