@@ -48,6 +48,9 @@ pub struct Stateless {
     last_used: Mutex<Instant>,
 }
 
+/// Where a stateless child lives: empty until started, and while it restarts.
+type StatelessSlot = AsyncMutex<Option<Arc<Stateless>>>;
+
 /// Why no child can serve a request.
 #[derive(Debug, thiserror::Error)]
 pub enum PlaceError {
@@ -86,8 +89,9 @@ pub struct Bridge {
     pub limiter: CallLimiter,
     /// Warm children (isolation `session` only: a warm child belongs to no user yet).
     pub pool: Arc<Pool>,
-    /// The stateless children: one per user with isolation `user`, else one.
-    stateless: AsyncMutex<HashMap<String, Arc<Stateless>>>,
+    /// The stateless children: one per user with isolation `user`, else one. Each has a slot of
+    /// its own, so one user's child starting never holds up another user's requests.
+    stateless: Mutex<HashMap<String, Arc<StatelessSlot>>>,
     draining: AtomicBool,
 }
 
@@ -123,7 +127,7 @@ impl Bridge {
             opening: AtomicUsize::new(0),
             per_user: Mutex::new(HashMap::new()),
             pool,
-            stateless: AsyncMutex::new(HashMap::new()),
+            stateless: Mutex::new(HashMap::new()),
             draining: AtomicBool::new(false),
         }))
     }
@@ -156,9 +160,12 @@ impl Bridge {
         tokio::spawn(async move {
             let keep = b.cfg.isolation == Isolation::Shared
                 || (b.cfg.isolation == Isolation::Session && b.pool.size() > 0);
-            if b.stateless_child(None).await.is_ok()
-                && !keep
-                && let Some(s) = b.stateless.lock().await.remove(NO_USER)
+            if b.stateless_child(None).await.is_err() || keep {
+                return;
+            }
+            let slot = lock(&b.stateless).remove(NO_USER);
+            if let Some(slot) = slot
+                && let Some(s) = slot.lock().await.take()
             {
                 s.hub.close();
                 s.child.stop(STOP_GRACE).await;
@@ -257,18 +264,25 @@ impl Bridge {
         }
         // A user's stateless child goes when idle; their directory, and so their state, stays.
         let idle: Vec<Arc<Stateless>> = {
-            let mut all = self.stateless.lock().await;
-            let keys: Vec<String> = all
-                .iter()
-                .filter(|(k, s)| {
-                    k.as_str() != NO_USER
-                        && s.child.in_flight() == 0
-                        && !s.hub.is_listened()
-                        && lock(&s.last_used).elapsed() >= self.cfg.idle_timeout
-                })
-                .map(|(k, _)| k.clone())
-                .collect();
-            keys.iter().filter_map(|k| all.remove(k)).collect()
+            let mut all = lock(&self.stateless);
+            let mut idle = Vec::new();
+            all.retain(|key, slot| {
+                // A slot in use (a child starting) is not idle.
+                let Ok(mut slot) = slot.try_lock() else {
+                    return true;
+                };
+                let gone = key.as_str() != NO_USER
+                    && slot.as_ref().is_some_and(|s| {
+                        s.child.in_flight() == 0
+                            && !s.hub.is_listened()
+                            && lock(&s.last_used).elapsed() >= self.cfg.idle_timeout
+                    });
+                if gone {
+                    idle.extend(slot.take());
+                }
+                !gone
+            });
+            idle
         };
         for s in idle {
             s.hub.close();
@@ -296,8 +310,9 @@ impl Bridge {
             Some(c) if self.cfg.isolation == Isolation::User => c.storage_key(),
             _ => NO_USER.to_owned(),
         };
-        let mut all = self.stateless.lock().await;
-        if let Some(s) = all.get(&key).filter(|s| !s.child.is_dead()) {
+        let slot = Arc::clone(lock(&self.stateless).entry(key).or_default());
+        let mut slot = slot.lock().await;
+        if let Some(s) = slot.as_ref().filter(|s| !s.child.is_dead()) {
             *lock(&s.last_used) = Instant::now();
             return Ok(Arc::clone(s));
         }
@@ -315,7 +330,7 @@ impl Bridge {
                     last_used: Mutex::new(Instant::now()),
                 });
                 s.child.set_owner(Some(s.hub.owner()));
-                all.insert(key, Arc::clone(&s));
+                *slot = Some(Arc::clone(&s));
                 Ok(s)
             }
             Err(e) => {
@@ -331,8 +346,11 @@ impl Bridge {
     pub async fn shutdown(&self) {
         self.draining.store(true, Ordering::Release);
         self.pool.stop_refilling();
-        for s in self.stateless.lock().await.values() {
-            s.hub.close();
+        let slots: Vec<Arc<StatelessSlot>> = lock(&self.stateless).values().cloned().collect();
+        for slot in slots {
+            if let Some(s) = slot.lock().await.as_ref() {
+                s.hub.close();
+            }
         }
         let deadline = tokio::time::Instant::now() + self.cfg.drain_timeout;
         while tokio::time::Instant::now() < deadline && self.in_flight() > 0 {
@@ -362,11 +380,14 @@ impl Bridge {
             .values()
             .map(|s| s.child.in_flight())
             .sum();
-        let stateless = self
-            .stateless
-            .try_lock()
-            .map(|all| all.values().map(|s| s.child.in_flight()).sum())
-            .unwrap_or(1);
+        let stateless: usize = lock(&self.stateless)
+            .values()
+            .map(|slot| {
+                slot.try_lock()
+                    .map(|s| s.as_ref().map_or(0, |s| s.child.in_flight()))
+                    .unwrap_or(1)
+            })
+            .sum();
         sessions + stateless
     }
 }

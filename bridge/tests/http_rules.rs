@@ -188,16 +188,6 @@ async fn notifications_and_responses_get_202() {
     assert_eq!(c.post(&s, &resp).await.status, 202);
 }
 
-fn modern_headers<'a>(method: &'a str, name: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
-    let mut h = base_headers();
-    h.push(("mcp-protocol-version", MODERN));
-    h.push(("mcp-method", method));
-    if let Some(n) = name {
-        h.push(("mcp-name", n));
-    }
-    h
-}
-
 #[tokio::test]
 async fn modern_header_mismatch_is_400_with_32020() {
     let b = Bridge::echo(&[], &[]);

@@ -88,6 +88,70 @@ async fn each_user_runs_in_a_private_directory_that_outlives_their_children() {
 }
 
 #[tokio::test]
+async fn stateless_requests_go_to_the_users_own_child() {
+    let b = Bridge::echo(&[], &[]);
+    let ask = request_env_stateless;
+    let mut alice = b.client().await;
+    alice.act_as("oidc:alice", "c1");
+    let mut bob = b.client().await;
+    bob.act_as("oidc:bob", "c1");
+    let (alice_pid, alice_dir) = ask(&mut alice).await;
+    let (bob_pid, bob_dir) = ask(&mut bob).await;
+    assert_ne!(alice_pid, bob_pid, "one child per user");
+    assert_ne!(alice_dir, bob_dir);
+    assert_eq!(
+        ask(&mut alice).await,
+        (alice_pid, alice_dir.clone()),
+        "the same child again"
+    );
+    let s = alice.initialize(VERSION).await;
+    let (_, session_dir) = child_env(&mut alice, &s).await;
+    assert_eq!(
+        session_dir, alice_dir,
+        "sessions and stateless calls share the user's directory"
+    );
+}
+
+#[tokio::test]
+async fn an_idle_users_stateless_child_is_stopped_and_their_directory_stays() {
+    let b = Bridge::echo(&["--idle-timeout", "300ms"], &[]);
+    let mut alice = b.client().await;
+    alice.act_as("oidc:alice", "c1");
+    let (pid, dir) = request_env_stateless(&mut alice).await;
+    assert!(
+        eventually(Duration::from_secs(10), || !is_alive(pid as u32)).await,
+        "the idle child was not stopped"
+    );
+    let (again, same) = request_env_stateless(&mut alice).await;
+    assert_ne!(again, pid);
+    assert_eq!(same, dir);
+}
+
+/// The pid and working directory of the child serving `c`'s 2026-07-28 requests.
+async fn request_env_stateless(c: &mut Client) -> (u64, String) {
+    let pid = c
+        .call(
+            "POST",
+            &modern_headers("debug/pid", None),
+            Some(&modern_request(1, "debug/pid", json!({}))),
+        )
+        .await
+        .json();
+    let env = c
+        .call(
+            "POST",
+            &modern_headers("debug/env", None),
+            Some(&modern_request(2, "debug/env", json!({}))),
+        )
+        .await
+        .json();
+    (
+        pid["result"]["pid"].as_u64().unwrap_or(0),
+        env["result"]["cwd"].as_str().unwrap_or("").to_owned(),
+    )
+}
+
+#[tokio::test]
 async fn a_user_holds_at_most_so_many_sessions() {
     let b = Bridge::echo(&["--max-sessions-per-user", "2", "--retry-after", "3"], &[]);
     let mut alice = b.client().await;

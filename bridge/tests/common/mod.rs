@@ -318,6 +318,17 @@ pub fn modern_request(id: u64, method: &str, mut params: Value) -> Value {
     request(id, method, params)
 }
 
+/// The headers of a 2026-07-28 request for `method` (and `Mcp-Name`).
+pub fn modern_headers<'a>(method: &'a str, name: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+    let mut h = base_headers();
+    h.push(("mcp-protocol-version", MODERN));
+    h.push(("mcp-method", method));
+    if let Some(n) = name {
+        h.push(("mcp-name", n));
+    }
+    h
+}
+
 /// An SSE response read event by event.
 #[derive(Debug)]
 pub struct Sse {
