@@ -6,6 +6,7 @@
 //! messages.
 
 use std::collections::HashMap;
+use std::path::Path;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -111,6 +112,8 @@ pub struct ChildOptions {
     pub slow_client_timeout: Duration,
     /// Every child started with these options.
     pub registry: Registry,
+    /// The environment a child gets (nothing of the bridge's own).
+    pub env: crate::env::ChildEnv,
 }
 
 /// Every child a bridge started, so shutdown stops and reaps each one, including children still
@@ -142,8 +145,9 @@ impl Registry {
 static CHILD_SEQ: AtomicU64 = AtomicU64::new(0);
 
 impl Child {
-    /// Starts the child in a process group of its own, with PDEATHSIG so it dies with the bridge.
-    pub fn spawn(opts: &ChildOptions) -> Result<Arc<Child>, ChildError> {
+    /// Starts the child in a process group of its own, with PDEATHSIG so it dies with the bridge,
+    /// in `dir` (its working directory and HOME) with exactly the environment `opts` names.
+    pub fn spawn(opts: &ChildOptions, dir: &Path) -> Result<Arc<Child>, ChildError> {
         let Some((program, args)) = opts.argv.split_first() else {
             return Err(ChildError::Spawn(std::io::Error::other("empty command")));
         };
@@ -160,6 +164,9 @@ impl Child {
         }
         let mut cmd = Command::new(program);
         cmd.args(args)
+            .env_clear()
+            .envs(opts.env.render(dir))
+            .current_dir(dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -2,16 +2,21 @@
 //! variable (`MCPGW_BRIDGE_*`) so a container can be configured without arguments.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
-/// How children are assigned to sessions.
+/// Which callers share a child process (and its state).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ChildMode {
-    /// One child process per session (isolation; the default).
-    PerSession,
-    /// One child shared by every session: only for stateless servers.
+pub enum Isolation {
+    /// Every user has children of their own (a child per session, one for their 2026-07-28
+    /// requests), each running in the user's private directory, which is also its HOME. The
+    /// default: a server that keeps state (a file, a database) keeps it per user.
+    User,
+    /// A child per session, all in one shared directory: for servers without state on disk.
+    Session,
+    /// One child for every session and every user: only for servers built for many users.
     Shared,
 }
 
@@ -38,14 +43,43 @@ pub struct Config {
     /// (run as `sh -c 'exec <command>'`).
     #[arg(long, env = "MCPGW_BRIDGE_COMMAND")]
     pub command: Option<String>,
-    /// One child per session (default) or one shared child for stateless servers.
+    /// Which callers share a child: `user` (default), `session` or `shared`.
     #[arg(
         long,
-        env = "MCPGW_BRIDGE_CHILD_MODE",
+        env = "MCPGW_BRIDGE_ISOLATION",
         value_enum,
-        default_value = "per-session"
+        default_value = "user"
     )]
-    pub child_mode: ChildMode,
+    pub isolation: Isolation,
+    /// Where the bridge keeps its children's directories: `users/<hash of the subject>/` per user
+    /// (isolation `user`), `shared/` otherwise. Created (mode 0700) at startup.
+    #[arg(
+        long,
+        env = "MCPGW_BRIDGE_STATE_DIR",
+        default_value = "mcpgw-bridge-state"
+    )]
+    pub state_dir: PathBuf,
+    /// A variable of the child's environment, `NAME=value` (repeatable; in the environment
+    /// variable, one per line). `{user_dir}` in a value is the user's directory (isolation `user`
+    /// only). The child gets these, `--env-pass` and PATH, nothing else of the bridge's.
+    #[arg(long = "env", env = "MCPGW_BRIDGE_ENV", value_delimiter = '\n', value_parser = parse_env_pair)]
+    pub env: Vec<(String, String)>,
+    /// Names of the bridge's environment variables passed to the child as they are
+    /// (comma-separated, repeatable). PATH always is, unless `--env` sets it.
+    #[arg(
+        long = "env-pass",
+        env = "MCPGW_BRIDGE_ENV_PASS",
+        value_delimiter = ','
+    )]
+    pub env_pass: Vec<String>,
+    /// Open sessions one user (subject) may hold; beyond it `initialize` gets 429 with
+    /// `Retry-After`.
+    #[arg(long, env = "MCPGW_BRIDGE_MAX_SESSIONS_PER_USER", default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_sessions_per_user: u32,
+    /// `tools/call` requests per second one user (subject) may make (bursts of as many); beyond
+    /// it 429 with `Retry-After`. Warning: 0 turns the limit off.
+    #[arg(long, env = "MCPGW_BRIDGE_TOOL_CALLS_PER_SECOND", default_value_t = 20)]
+    pub tool_calls_per_second: u32,
     /// Pre-started, pre-initialised children kept ready (0 disables the pool).
     #[arg(long, env = "MCPGW_BRIDGE_POOL_SIZE", default_value_t = 2)]
     pub pool_size: usize,
@@ -110,10 +144,19 @@ pub struct Config {
 }
 
 impl Config {
-    /// The child's program and arguments, from `-- <command>` or `--command`.
+    /// The child's program and arguments, from `-- <command>` or `--command`. A relative
+    /// program path (`node_modules/.bin/x`) is resolved against the bridge's working directory
+    /// now, since children run in directories of their own.
     pub fn child_argv(&self) -> anyhow::Result<Vec<String>> {
-        if !self.child.is_empty() {
-            return Ok(self.child.clone());
+        if let Some((program, args)) = self.child.split_first() {
+            let program = if program.contains('/') {
+                std::path::absolute(program)?.to_string_lossy().into_owned()
+            } else {
+                program.clone()
+            };
+            return Ok(std::iter::once(program)
+                .chain(args.iter().cloned())
+                .collect());
         }
         match &self.command {
             Some(c) if !c.trim().is_empty() => {
@@ -129,4 +172,21 @@ impl Config {
     pub fn request_timeout(&self) -> Option<Duration> {
         (!self.request_timeout.is_zero()).then_some(self.request_timeout)
     }
+}
+
+/// `NAME=value`, NAME a portable environment variable name.
+fn parse_env_pair(s: &str) -> Result<(String, String), String> {
+    let (name, value) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: expected NAME=value"))?;
+    let portable = name
+        .bytes()
+        .enumerate()
+        .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
+    if name.is_empty() || !portable {
+        return Err(format!(
+            "`{name}`: environment variable names are letters, digits and `_`, not starting with a digit"
+        ));
+    }
+    Ok((name.to_owned(), value.to_owned()))
 }

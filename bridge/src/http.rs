@@ -18,10 +18,14 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tracing::{debug, warn};
 
+use mcpgw_core::identity::{self, is_underscore_identity_header};
+use mcpgw_core::session::{Caller, CallerError, SessionOwner};
+
 use crate::child::{CHILD_EXITED, Child, REQUEST_TIMED_OUT, error_response};
-use crate::config::ChildMode;
+use crate::config::Isolation;
+use crate::limits::retry_after_secs;
 use crate::session::{Session, StreamError};
-use crate::{Bridge, new_session_id};
+use crate::{Bridge, Refusal, new_session_id};
 
 /// `Mcp-Session-Id`.
 pub const SESSION_HEADER: &str = "mcp-session-id";
@@ -30,16 +34,14 @@ pub const VERSION_HEADER: &str = "mcp-protocol-version";
 /// Protocol revisions served with sessions (the initialize handshake).
 pub const HANDSHAKE_VERSIONS: [&str; 4] = ["2024-11-05", "2025-03-26", "2025-06-18", "2025-11-25"];
 
-/// JSON-RPC: parse error.
-pub const PARSE_ERROR: i64 = -32700;
-/// JSON-RPC: invalid request.
-pub const INVALID_REQUEST: i64 = -32600;
+pub use mcpgw_core::mcp::{INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR};
+
 /// JSON-RPC: invalid params.
 pub const INVALID_PARAMS: i64 = -32602;
 /// JSON-RPC: method not found.
 pub const METHOD_NOT_FOUND: i64 = -32601;
-/// JSON-RPC: internal error.
-pub const INTERNAL_ERROR: i64 = -32603;
+/// JSON-RPC (implementation-defined range): a per-user limit is reached (HTTP 429).
+pub const LIMITED: i64 = -32029;
 
 /// The router: the MCP endpoint, `/health` and `/ready`.
 pub fn router(bridge: Arc<Bridge>) -> Router {
@@ -70,6 +72,39 @@ async fn ready(State(b): State<Arc<Bridge>>) -> Response {
 /// A JSON-RPC error with an HTTP status.
 pub fn rpc_error(status: StatusCode, id: Value, code: i64, message: &str) -> Response {
     json_response(status, &error_response(id, code, message))
+}
+
+/// `r` with `Retry-After: secs`.
+pub fn with_retry_after(mut r: Response, secs: u64) -> Response {
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+    r
+}
+
+/// Takes one of `caller`'s tool calls per second, or answers 429 with `Retry-After`.
+#[allow(clippy::result_large_err)] // reason: the error is the response itself, built once per refusal
+pub fn admit_tool_call(b: &Bridge, caller: &Caller<'_>, id: &Value) -> Result<(), Response> {
+    b.limiter
+        .admit(caller.subject, std::time::Instant::now())
+        .map_err(|wait| {
+            debug!(
+                subject = caller.subject,
+                "tool call refused: the user's rate is reached"
+            );
+            let secs = retry_after_secs(wait);
+            with_retry_after(
+                rpc_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    id.clone(),
+                    LIMITED,
+                    &format!(
+                        "more than {} tool calls per second; retry after {secs} s",
+                        b.cfg.tool_calls_per_second
+                    ),
+                ),
+                secs,
+            )
+        })
 }
 
 /// A JSON body.
@@ -187,9 +222,61 @@ fn forbidden_origin() -> Response {
     )
 }
 
-/// Checks the session header and the protocol-version header; returns the session.
+/// The caller, from the identity headers the gateway set (core's rule: exactly one non-empty
+/// `x-mcpgw-subject`). A request without one did not come through the gateway and is refused
+/// (403); an identity header spelled with `_` is refused (400) whatever else the request holds.
 #[allow(clippy::result_large_err)] // reason: the error is the response itself, built once per refusal
-fn find_session(b: &Bridge, h: &HeaderMap) -> Result<Arc<Session>, Response> {
+pub fn caller(h: &HeaderMap) -> Result<Caller<'_>, Response> {
+    if let Some(name) = h.keys().find(|n| is_underscore_identity_header(n.as_str())) {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            INVALID_REQUEST,
+            &format!("header {name} is refused: identity headers are never written with `_`"),
+        ));
+    }
+    let utf8 = |name: &str| {
+        h.get_all(name)
+            .iter()
+            .all(|v| std::str::from_utf8(v.as_bytes()).is_ok())
+    };
+    if !(utf8(identity::SUBJECT) && utf8(identity::CLIENT_ID)) {
+        return Err(rpc_error(
+            StatusCode::BAD_REQUEST,
+            Value::Null,
+            INVALID_REQUEST,
+            "identity headers must be UTF-8",
+        ));
+    }
+    Caller::from_headers(|name| {
+        h.get_all(name)
+            .iter()
+            .filter_map(|v| std::str::from_utf8(v.as_bytes()).ok())
+    })
+    .map_err(|e| {
+        let status = match e {
+            CallerError::NoSubject | CallerError::Undecodable(_) => StatusCode::FORBIDDEN,
+            CallerError::Repeated(_) => StatusCode::BAD_REQUEST,
+        };
+        rpc_error(status, Value::Null, INVALID_REQUEST, &e.to_string())
+    })
+}
+
+/// The answer to a session that does not exist, is closed or belongs to another caller: the
+/// three are indistinguishable.
+pub fn session_not_found() -> Response {
+    rpc_error(
+        StatusCode::NOT_FOUND,
+        Value::Null,
+        INVALID_REQUEST,
+        "session not found",
+    )
+}
+
+/// Checks the session header and the protocol-version header; returns the session if `caller`
+/// may use it (core's rule: the caller that opened it).
+#[allow(clippy::result_large_err)] // reason: the error is the response itself, built once per refusal
+fn find_session(b: &Bridge, h: &HeaderMap, caller: &Caller<'_>) -> Result<Arc<Session>, Response> {
     if let Some(v) = header_str(h, VERSION_HEADER)
         && !HANDSHAKE_VERSIONS.contains(&v)
     {
@@ -209,13 +296,8 @@ fn find_session(b: &Bridge, h: &HeaderMap) -> Result<Arc<Session>, Response> {
         ));
     };
     match b.session(id) {
-        Some(s) if !s.is_closed() => Ok(s),
-        _ => Err(rpc_error(
-            StatusCode::NOT_FOUND,
-            Value::Null,
-            INVALID_REQUEST,
-            "session not found",
-        )),
+        Some(s) if !s.is_closed() && s.owner.admits(caller) => Ok(s),
+        _ => Err(session_not_found()),
     }
 }
 
@@ -223,6 +305,10 @@ async fn post_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap, body: Bytes) -> Re
     if !origin_allowed(&b, &h) {
         return forbidden_origin();
     }
+    let caller = match caller(&h) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     if !(accepts(&h, "application/json") && accepts(&h, "text/event-stream")) {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -271,8 +357,14 @@ async fn post_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap, body: Bytes) -> Re
         );
     };
     let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
+    if k == Kind::Request
+        && method == "tools/call"
+        && let Err(r) = admit_tool_call(&b, &caller, &msg["id"])
+    {
+        return r;
+    }
     if h.get(SESSION_HEADER).is_none() && crate::modern::is_modern(&h, &msg) {
-        return crate::modern::handle(&b, &h, msg, k).await;
+        return crate::modern::handle(&b, &h, &caller, &body, msg, k).await;
     }
     if k == Kind::Request && method == "initialize" {
         if h.get(SESSION_HEADER).is_some() {
@@ -283,9 +375,9 @@ async fn post_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap, body: Bytes) -> Re
                 "initialize must not carry Mcp-Session-Id",
             );
         }
-        return initialize(&b, msg).await;
+        return initialize(&b, &caller, msg).await;
     }
-    let session = match find_session(&b, &h) {
+    let session = match find_session(&b, &h, &caller) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -297,17 +389,12 @@ async fn post_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap, body: Bytes) -> Re
         }
         Kind::Notification | Kind::Response => match session.child.send(&msg).await {
             Ok(()) => StatusCode::ACCEPTED.into_response(),
-            Err(_) => rpc_error(
-                StatusCode::NOT_FOUND,
-                Value::Null,
-                INVALID_REQUEST,
-                "session not found",
-            ),
+            Err(_) => session_not_found(),
         },
     }
 }
 
-async fn initialize(b: &Arc<Bridge>, msg: Value) -> Response {
+async fn initialize(b: &Arc<Bridge>, caller: &Caller<'_>, msg: Value) -> Response {
     let id = msg["id"].clone();
     let Some(version) = msg
         .pointer("/params/protocolVersion")
@@ -321,29 +408,57 @@ async fn initialize(b: &Arc<Bridge>, msg: Value) -> Response {
             "initialize needs params.protocolVersion",
         );
     };
-    let Some(slot) = b.reserve_session() else {
-        let mut r = rpc_error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            id,
-            INTERNAL_ERROR,
-            "too many sessions; retry later",
-        );
-        if let Ok(v) = HeaderValue::from_str(&b.cfg.retry_after.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
+    let slot = match b.reserve_session(caller) {
+        Ok(slot) => slot,
+        Err(Refusal::Full) => {
+            return with_retry_after(
+                rpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    id,
+                    INTERNAL_ERROR,
+                    "too many sessions; retry later",
+                ),
+                b.cfg.retry_after,
+            );
         }
-        return r;
+        Err(Refusal::UserFull) => {
+            debug!(
+                subject = caller.subject,
+                "session refused: the user's maximum is reached"
+            );
+            return with_retry_after(
+                rpc_error(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    id,
+                    LIMITED,
+                    &format!(
+                        "you have {} open sessions on this server, the most allowed; close one (DELETE) or retry later",
+                        b.cfg.max_sessions_per_user
+                    ),
+                ),
+                b.cfg.retry_after,
+            );
+        }
     };
-    let started = match b.cfg.child_mode {
-        ChildMode::Shared => b.shared_child().await.map(|c| (c, true, false)),
-        ChildMode::PerSession => match b.pool.take(&version) {
+    let started = match b.cfg.isolation {
+        Isolation::Shared => b
+            .stateless_child(Some(caller))
+            .await
+            .map(|s| (Arc::clone(&s.child), true, false))
+            .map_err(|e| e.to_string()),
+        Isolation::Session | Isolation::User => match b.pool.take(&version) {
             Some(c) => Ok((c, true, true)),
-            None => Child::spawn(&b.child_opts).map(|c| (c, false, true)),
+            None => b
+                .child_dir(Some(caller))
+                .map_err(|e| e.to_string())
+                .and_then(|dir| Child::spawn(&b.child_opts, &dir).map_err(|e| e.to_string()))
+                .map(|c| (c, false, true)),
         },
     };
     let (child, pre_initialised, owns) = match started {
         Ok(s) => s,
-        Err(e) => {
-            warn!(error = %e, "cannot start the MCP server for a new session");
+        Err(error) => {
+            warn!(%error, "cannot start the MCP server for a new session");
             return rpc_error(
                 StatusCode::BAD_GATEWAY,
                 id,
@@ -384,6 +499,7 @@ async fn initialize(b: &Arc<Bridge>, msg: Value) -> Response {
         .to_owned();
     let session = Session::new(
         new_session_id(),
+        SessionOwner::new(caller),
         Arc::clone(&child),
         negotiated,
         pre_initialised,
@@ -396,8 +512,7 @@ async fn initialize(b: &Arc<Bridge>, msg: Value) -> Response {
         child.set_owner(Some(weak));
     }
     session.touch();
-    b.insert_session(Arc::clone(&session));
-    drop(slot);
+    b.insert_session(slot, Arc::clone(&session));
     debug!(session = %session.id, pid = child.pid(), pre_initialised, "session opened");
     let mut r = json_response(
         StatusCode::OK,
@@ -578,6 +693,10 @@ async fn get_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap) -> Response {
     if !origin_allowed(&b, &h) {
         return forbidden_origin();
     }
+    let caller = match caller(&h) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
     if !accepts(&h, "text/event-stream") {
         return rpc_error(
             StatusCode::NOT_ACCEPTABLE,
@@ -592,7 +711,7 @@ async fn get_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap) -> Response {
         // 2026-07-28 has no GET stream (subscriptions/listen replaces it).
         return StatusCode::METHOD_NOT_ALLOWED.into_response();
     }
-    let session = match find_session(&b, &h) {
+    let session = match find_session(&b, &h, &caller) {
         Ok(s) => s,
         Err(r) => return r,
     };
@@ -606,22 +725,12 @@ async fn get_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap) -> Response {
                 INVALID_REQUEST,
                 "malformed Last-Event-ID",
             ),
-            Err(_) => rpc_error(
-                StatusCode::NOT_FOUND,
-                Value::Null,
-                INVALID_REQUEST,
-                "session not found",
-            ),
+            Err(_) => session_not_found(),
         };
     }
     match session.open_get() {
         Ok(rx) => sse_response(Vec::new(), Some(rx)),
-        Err(_) => rpc_error(
-            StatusCode::NOT_FOUND,
-            Value::Null,
-            INVALID_REQUEST,
-            "session not found",
-        ),
+        Err(_) => session_not_found(),
     }
 }
 
@@ -629,7 +738,11 @@ async fn delete_mcp(State(b): State<Arc<Bridge>>, h: HeaderMap) -> Response {
     if !origin_allowed(&b, &h) {
         return forbidden_origin();
     }
-    let session = match find_session(&b, &h) {
+    let caller = match caller(&h) {
+        Ok(c) => c,
+        Err(r) => return r,
+    };
+    let session = match find_session(&b, &h, &caller) {
         Ok(s) => s,
         Err(r) => return r,
     };

@@ -12,23 +12,23 @@ use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use crate::Bridge;
-use crate::child::{Child, Owner, error_response};
+use mcpgw_core::mcp::{self, HEADER_MISMATCH, Limits, McpHeaders};
+use mcpgw_core::session::Caller;
+
+use crate::child::{Owner, error_response};
 use crate::http::{
     HANDSHAKE_VERSIONS, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, Kind, METHOD_NOT_FOUND,
     ResponseHook, VERSION_HEADER, forward_request, json_response, rpc_error, sse_response,
 };
 use crate::session::sse_frame_plain;
+use crate::{Bridge, Stateless};
 
 /// The stateless revision.
 pub const MODERN_VERSION: &str = "2026-07-28";
-/// JSON-RPC: an MCP header disagrees with the body.
-pub const HEADER_MISMATCH: i64 = -32020;
 /// JSON-RPC: the requested protocol version is not served.
 pub const UNSUPPORTED_PROTOCOL_VERSION: i64 = -32022;
 
@@ -61,31 +61,14 @@ fn header_once<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ()> 
     first.map(|v| v.to_str().map_err(|_| ())).transpose()
 }
 
-/// `Mcp-Name` values that are not plain visible ASCII arrive as `=?base64?…?=`.
-fn decode_header_value(v: &str) -> Option<String> {
-    match v
-        .strip_prefix("=?base64?")
-        .and_then(|r| r.strip_suffix("?="))
-    {
-        Some(b64) => base64::engine::general_purpose::STANDARD
-            .decode(b64)
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok()),
-        None => Some(v.to_owned()),
-    }
-}
-
-/// The body field `Mcp-Name` mirrors, for the methods that have one.
-fn name_field(method: &str) -> Option<&'static str> {
-    match method {
-        "tools/call" | "prompts/get" => Some("name"),
-        "resources/read" => Some("uri"),
-        _ => None,
-    }
-}
-
-/// The validation ladder of a 2026-07-28 request: envelope, headers against the body, version.
-fn check(h: &HeaderMap, msg: &Value) -> Result<(), (i64, String, Option<Value>)> {
+/// The validation ladder of a 2026-07-28 request: envelope, headers against the body (core's
+/// rule: `Mcp-Method` and `Mcp-Name`, -32020), version.
+fn check(
+    h: &HeaderMap,
+    body: &[u8],
+    msg: &Value,
+    limits: &Limits,
+) -> Result<(), (i64, String, Option<Value>)> {
     let meta = msg.pointer("/params/_meta").and_then(Value::as_object);
     let Some(meta) = meta.filter(|m| {
         m.contains_key(PROTOCOL_VERSION_KEY) && m.contains_key(CLIENT_CAPABILITIES_KEY)
@@ -96,35 +79,26 @@ fn check(h: &HeaderMap, msg: &Value) -> Result<(), (i64, String, Option<Value>)>
             None,
         ));
     };
-    let mismatch = |what: &str| {
-        Err((
-            HEADER_MISMATCH,
-            format!("{what} header does not match the request body"),
-            None,
-        ))
-    };
-    let (Ok(version_h), Ok(method_h), Ok(name_h)) = (
+    let mismatch = |what: String| Err((HEADER_MISMATCH, what, None));
+    let (Ok(version_h), Ok(method), Ok(name)) = (
         header_once(h, VERSION_HEADER),
         header_once(h, "mcp-method"),
         header_once(h, "mcp-name"),
     ) else {
-        return mismatch("a repeated MCP routing");
+        return mismatch("a repeated MCP routing header does not match the request body".into());
     };
     let version = meta.get(PROTOCOL_VERSION_KEY);
     if version_h.is_none() || version.and_then(Value::as_str) != version_h {
-        return mismatch("MCP-Protocol-Version");
+        return mismatch("MCP-Protocol-Version header does not match the request body".into());
     }
-    let method = msg.get("method").and_then(Value::as_str).unwrap_or("");
-    if method_h != Some(method) {
-        return mismatch("Mcp-Method");
-    }
-    if let Some(field) = name_field(method)
-        && let Some(body) = msg
-            .pointer(&format!("/params/{field}"))
-            .and_then(Value::as_str)
-        && name_h.and_then(decode_header_value).as_deref() != Some(body)
-    {
-        return mismatch("Mcp-Name");
+    let parsed = mcp::parse_body(body, limits).map_err(|e| (e.rpc_code(), e.to_string(), None))?;
+    let headers = McpHeaders {
+        protocol_version: version_h,
+        method,
+        name,
+    };
+    if let Err(e) = headers.check(&parsed) {
+        return mismatch(e.to_string());
     }
     match version.and_then(Value::as_str) {
         Some(MODERN_VERSION) => Ok(()),
@@ -164,7 +138,14 @@ fn error_with_data(id: Value, code: i64, message: &str, data: Option<Value>) -> 
 }
 
 /// Serves one 2026-07-28 POST.
-pub async fn handle(b: &Arc<Bridge>, h: &HeaderMap, mut msg: Value, k: Kind) -> Response {
+pub async fn handle(
+    b: &Arc<Bridge>,
+    h: &HeaderMap,
+    caller: &Caller<'_>,
+    body: &[u8],
+    mut msg: Value,
+    k: Kind,
+) -> Response {
     match k {
         // The core protocol has no client-to-server notifications on this wire.
         Kind::Notification => return StatusCode::ACCEPTED.into_response(),
@@ -179,12 +160,16 @@ pub async fn handle(b: &Arc<Bridge>, h: &HeaderMap, mut msg: Value, k: Kind) -> 
         Kind::Request => {}
     }
     let id = msg["id"].clone();
-    if let Err((code, message, data)) = check(h, &msg) {
+    let limits = Limits {
+        max_body_bytes: b.cfg.max_body,
+        ..Limits::default()
+    };
+    if let Err((code, message, data)) = check(h, body, &msg, &limits) {
         return error_with_data(id, code, &message, data);
     }
     let method = msg["method"].as_str().unwrap_or("").to_owned();
-    let child = match b.shared_child().await {
-        Ok(c) => c,
+    let stateless = match b.stateless_child(Some(caller)).await {
+        Ok(s) => s,
         Err(e) => {
             tracing::warn!(error = %e, "cannot start the MCP server for a 2026-07-28 request");
             return rpc_error(
@@ -195,7 +180,8 @@ pub async fn handle(b: &Arc<Bridge>, h: &HeaderMap, mut msg: Value, k: Kind) -> 
             );
         }
     };
-    let init = child
+    let init = stateless
+        .child
         .init
         .get()
         .map(|i| i.result.clone())
@@ -218,7 +204,7 @@ pub async fn handle(b: &Arc<Bridge>, h: &HeaderMap, mut msg: Value, k: Kind) -> 
                 &json!({"jsonrpc": "2.0", "id": id, "result": result}),
             )
         }
-        "subscriptions/listen" => listen(b, &child, &init, &msg).await,
+        "subscriptions/listen" => listen(b, &stateless, &init, &msg).await,
         "initialize" | "resources/subscribe" | "resources/unsubscribe" | "logging/setLevel" => {
             error_with_data(
                 id,
@@ -236,7 +222,7 @@ pub async fn handle(b: &Arc<Bridge>, h: &HeaderMap, mut msg: Value, k: Kind) -> 
             let hook: ResponseHook = Arc::new(move |v: &mut Value| {
                 stamp(v, server_info.as_ref(), cacheable);
             });
-            let resp = forward_request(b, &child, msg, None, Some(hook)).await;
+            let resp = forward_request(b, &stateless.child, msg, None, Some(hook)).await;
             with_error_status(resp).await
         }
     }
@@ -319,7 +305,8 @@ async fn with_error_status(resp: Response) -> Response {
 
 /// `subscriptions/listen`: acknowledges what the child can deliver, then streams the matching
 /// notifications until the client goes away or the bridge shuts down.
-async fn listen(b: &Bridge, child: &Arc<Child>, init: &Value, msg: &Value) -> Response {
+async fn listen(b: &Bridge, stateless: &Stateless, init: &Value, msg: &Value) -> Response {
+    let child = &stateless.child;
     let id = msg["id"].clone();
     let wanted = msg
         .pointer("/params/notifications")
@@ -365,7 +352,7 @@ async fn listen(b: &Bridge, child: &Arc<Child>, init: &Value, msg: &Value) -> Re
     if tx.try_send(sse_frame_plain(&ack)).is_err() {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     }
-    b.modern.add(Listener { id, filter, tx });
+    stateless.hub.add(Listener { id, filter, tx });
     sse_response(Vec::new(), Some(rx))
 }
 
@@ -426,6 +413,14 @@ impl Hub {
             ls.retain(|l| !l.tx.is_closed());
             ls.push(l);
         }
+    }
+
+    /// Whether a `subscriptions/listen` stream is open.
+    pub fn is_listened(&self) -> bool {
+        self.inner
+            .listeners
+            .lock()
+            .is_ok_and(|ls| ls.iter().any(|l| !l.tx.is_closed()))
     }
 
     /// Ends every listen stream with its final result (shutdown).

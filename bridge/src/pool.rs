@@ -4,6 +4,7 @@
 //! attempt to start and initialise a child succeeded.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,6 +19,7 @@ use crate::child::{Child, ChildOptions};
 #[derive(Debug)]
 pub struct Pool {
     opts: ChildOptions,
+    dir: PathBuf,
     size: usize,
     version: String,
     init_timeout: Duration,
@@ -28,15 +30,17 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// A pool of `size` children initialised with protocol `version`.
+    /// A pool of `size` children initialised with protocol `version`, running in `dir`.
     pub fn new(
         opts: ChildOptions,
+        dir: PathBuf,
         size: usize,
         version: String,
         init_timeout: Duration,
     ) -> Arc<Pool> {
         Arc::new(Pool {
             opts,
+            dir,
             size,
             version,
             init_timeout,
@@ -88,7 +92,7 @@ impl Pool {
     }
 
     async fn start_one(&self) -> Option<Arc<Child>> {
-        let child = match Child::spawn(&self.opts) {
+        let child = match Child::spawn(&self.opts, &self.dir) {
             Ok(c) => c,
             Err(e) => {
                 warn!(error = %e, "cannot start a pool child");

@@ -14,7 +14,10 @@ use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::mpsc;
 
+use mcpgw_core::session::SessionOwner;
+
 use crate::child::{Child, Owner};
+use crate::lock;
 
 /// The GET stream's number.
 pub const GET_STREAM: u64 = 0;
@@ -54,6 +57,8 @@ struct Streams {
 pub struct Session {
     /// The `Mcp-Session-Id`.
     pub id: String,
+    /// The caller that opened it: the only one who may use it.
+    pub owner: SessionOwner,
     /// The child serving this session (shared in shared mode).
     pub child: Arc<Child>,
     /// The negotiated protocol version.
@@ -72,8 +77,10 @@ pub struct Session {
 
 impl Session {
     /// A new session around `child`.
+    #[allow(clippy::too_many_arguments)] // reason: each is a distinct property of the session, set once
     pub fn new(
         id: String,
+        owner: SessionOwner,
         child: Arc<Child>,
         protocol_version: String,
         pre_initialised: bool,
@@ -88,6 +95,7 @@ impl Session {
         };
         Arc::new(Session {
             id,
+            owner,
             child,
             protocol_version,
             pre_initialised,
@@ -267,11 +275,6 @@ pub fn sse_frame_plain(msg: &Value) -> Bytes {
 fn parse_event_id(id: &str) -> Option<(u64, u64)> {
     let (a, b) = id.trim().split_once('-')?;
     Some((a.parse().ok()?, b.parse().ok()?))
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    // A poisoned lock only means another task panicked mid-update of plain data; keep serving.
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]

@@ -188,16 +188,6 @@ async fn notifications_and_responses_get_202() {
     assert_eq!(c.post(&s, &resp).await.status, 202);
 }
 
-fn modern_headers<'a>(method: &'a str, name: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
-    let mut h = base_headers();
-    h.push(("mcp-protocol-version", MODERN));
-    h.push(("mcp-method", method));
-    if let Some(n) = name {
-        h.push(("mcp-name", n));
-    }
-    h
-}
-
 #[tokio::test]
 async fn modern_header_mismatch_is_400_with_32020() {
     let b = Bridge::echo(&[], &[]);
@@ -386,7 +376,7 @@ async fn large_messages_round_trip_intact_under_concurrency() {
 
 #[tokio::test]
 async fn shared_mode_serves_every_session_from_one_child() {
-    let b = Bridge::echo(&["--child-mode", "shared"], &[]);
+    let b = Bridge::echo(&["--isolation", "shared"], &[]);
     let mut c = b.client().await;
     let one = c.initialize(VERSION).await;
     let two = c.initialize(VERSION).await;

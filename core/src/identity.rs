@@ -43,6 +43,15 @@ pub fn is_identity_header(name: impl AsRef<[u8]>) -> bool {
             .all(|(&got, want)| got.to_ascii_lowercase() == want || (got == b'_' && want == b'-'))
 }
 
+/// Whether a request header name (any case) is an identity header with `_` written for some `-`
+/// (`x_mcpgw_subject`, `X-Mcpgw_User`). Servers that fold `_` into `-` (CGI, WSGI) would read it as
+/// ours, so it must never reach an upstream: Envoy drops headers with underscores
+/// (`headers_with_underscores_action`) and the bridge refuses a request that still carries one.
+pub fn is_underscore_identity_header(name: impl AsRef<[u8]>) -> bool {
+    let name = name.as_ref();
+    name.contains(&b'_') && is_identity_header(name)
+}
+
 /// Who is calling, as established by a verified access token.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Identity {
@@ -217,4 +226,32 @@ pub fn decode(text: &str) -> Option<Cow<'_, str>> {
         }
     }
     String::from_utf8(out).ok().map(Cow::Owned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn underscore_spellings_of_identity_headers_are_recognised() {
+        for name in [
+            "x_mcpgw_subject",
+            "X_MCPGW_USER",
+            "x-mcpgw_groups",
+            "x_mcpgw-client-id",
+            "x-mcpgw-user_name",
+        ] {
+            assert!(is_underscore_identity_header(name), "{name}");
+        }
+        for name in [
+            SUBJECT,
+            USER,
+            "x-other_header",
+            "x_mcpg",
+            "mcp-session-id",
+            "x_mcpgx_a",
+        ] {
+            assert!(!is_underscore_identity_header(name), "{name}");
+        }
+    }
 }

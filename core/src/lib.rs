@@ -11,5 +11,6 @@ pub mod policy;
 pub mod resource;
 pub mod revocation;
 pub mod route;
+pub mod session;
 #[cfg(any(test, feature = "signing"))]
 pub mod signing;

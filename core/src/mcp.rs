@@ -911,11 +911,31 @@ impl McpHeaders<'_> {
             _ => {}
         }
         match (self.name, &msg.name) {
-            (Some(h), Some(b)) if h != b.as_ref() => Err(HeaderMismatch::Name),
+            (Some(h), Some(b)) if decode_name_header(h).as_deref() != Some(b.as_ref()) => {
+                Err(HeaderMismatch::Name)
+            }
             (Some(_), None) => Err(HeaderMismatch::Name),
             (None, Some(_)) if required => Err(HeaderMismatch::MissingName),
             _ => Ok(()),
         }
+    }
+}
+
+/// `Mcp-Name` as the client meant it. A name that is not plain visible ASCII travels as
+/// `=?base64?<standard base64 of its UTF-8>?=` (MCP 2026-07-28); anything else is the name itself.
+/// `None` when the encoded form does not decode to UTF-8.
+pub fn decode_name_header(value: &str) -> Option<Cow<'_, str>> {
+    use base64::Engine;
+    match value
+        .strip_prefix("=?base64?")
+        .and_then(|r| r.strip_suffix("?="))
+    {
+        Some(b64) => base64::engine::general_purpose::STANDARD
+            .decode(b64)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(Cow::Owned),
+        None => Some(Cow::Borrowed(value)),
     }
 }
 

@@ -898,3 +898,34 @@ fn resource_uris_are_refused_unless_canonical() {
     let e = read("demo://a/./b").unwrap_err();
     assert_eq!((e.http_status(), e.rpc_code()), (400, INVALID_PARAMS));
 }
+
+#[test]
+fn mcp_name_may_travel_base64_encoded() {
+    let body = parse_body(
+        "{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"grüß\"}}"
+            .as_bytes(),
+        &Limits::default(),
+    )
+    .unwrap();
+    let h = |n| McpHeaders {
+        protocol_version: Some(STATELESS_REVISION),
+        method: Some("tools/call"),
+        name: Some(n),
+    };
+    // base64("grüß") = Z3LDvMOf
+    assert_eq!(h("=?base64?Z3LDvMOf?=").check(&body), Ok(()));
+    assert_eq!(
+        h("=?base64?Z3LDvA==?=").check(&body),
+        Err(HeaderMismatch::Name)
+    );
+    assert_eq!(
+        h("=?base64?not base64?=").check(&body),
+        Err(HeaderMismatch::Name)
+    );
+    assert_eq!(h("=?base64?/w==?=").check(&body), Err(HeaderMismatch::Name));
+    assert_eq!(decode_name_header("echo").as_deref(), Some("echo"));
+    assert_eq!(
+        decode_name_header("=?base64?ZWNobw==?=").as_deref(),
+        Some("echo")
+    );
+}

@@ -36,8 +36,13 @@ LOCAL_ORIGIN = "http://127.0.0.1:8080"
 SIDECAR_CLUSTER = "sidecar"
 SIDECAR_PORT = 8090
 BRIDGE_PORT_K8S = 3000
+# The bridges' state directory in Kubernetes (a volume of deploy/k8s/base/bridge/bridge.yaml).
+BRIDGE_STATE_K8S = "/var/lib/mcpgw-bridge"
 WASM_SERVER = "http://wasm.mcpgw.svc.cluster.local:8080"
 NAMESPACE = "mcpgw"
+
+
+ISOLATIONS = ("user", "session", "shared")
 
 
 class ConfigError(Exception):
@@ -55,6 +60,16 @@ class Server:
     # Who may call it (the policy filter): logins and groups; both empty: every logged-in user.
     allow_users: list[str] = field(default_factory=list)
     allow_groups: list[str] = field(default_factory=list)
+    # The MCP server's environment (the bridge gives it nothing else but PATH): variables set
+    # (`{user_dir}` is the user's private directory) and names passed through from the gateway's.
+    env: dict[str, str] = field(default_factory=dict)
+    env_passthrough: list[str] = field(default_factory=list)
+    # Which callers share a server process: "user" (each user their own, in a private
+    # directory), "session" or "shared".
+    isolation: str = "user"
+    # Per-user limits of the bridge (None: the bridge's defaults).
+    sessions_per_user: int | None = None
+    tool_calls_per_second: int | None = None
 
 
 @dataclass
@@ -161,9 +176,28 @@ def load_config(path: Path) -> Config:
         scopes = _take(table, "scopes", list, where, errors, [])
         allow_users = _take(table, "allow_users", list, where, errors, [])
         allow_groups = _take(table, "allow_groups", list, where, errors, [])
+        env = table.pop("env", {})
+        if not (isinstance(env, dict) and all(isinstance(v, str) for v in env.values())):
+            errors.append(f"{where}.env: must be a table of strings")
+            env = {}
+        for key in env:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+                errors.append(f"{where}.env.{key}: names are letters, digits and '_'")
+        env_passthrough = _take(table, "env_passthrough", list, where, errors, [])
+        isolation = _take(table, "isolation", str, where, errors, "user")
+        if isolation not in ISOLATIONS:
+            errors.append(f"{where}.isolation: must be one of {', '.join(ISOLATIONS)}")
+        limits = {}
+        for key in ("sessions_per_user", "tool_calls_per_second"):
+            value = table.pop(key, None)
+            if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0
+                                      or (key == "sessions_per_user" and value == 0)):
+                errors.append(f"{where}.{key}: must be a whole number" + (" >= 1" if key == "sessions_per_user" else " (0: no limit)"))
+            limits[key] = value
         _unknown(table, where, errors)
         parsed.append(
-            Server(name, enabled, command or [], scopes or [], allow_users or [], allow_groups or [])
+            Server(name, enabled, command or [], scopes or [], allow_users or [], allow_groups or [],
+                   env, env_passthrough or [], isolation, **limits)
         )
     if not any(s.enabled for s in parsed):
         errors.append("servers: enable at least one MCP server")
@@ -238,6 +272,21 @@ def resources(public_url: str, servers: list[Server]) -> list[dict]:
         }
         for s in servers
     ]
+
+
+def bridge_flags(server: Server, state_dir: str) -> list[str]:
+    """The bridge's flags for `server` (its command follows `--`): isolation, the state directory,
+    the MCP server's environment and the per-user limits of its table."""
+    flags = ["--isolation", server.isolation, "--state-dir", state_dir]
+    for key, value in server.env.items():
+        flags += ["--env", f"{key}={value}"]
+    if server.env_passthrough:
+        flags += ["--env-pass", ",".join(server.env_passthrough)]
+    if server.sessions_per_user is not None:
+        flags += ["--max-sessions-per-user", str(server.sessions_per_user)]
+    if server.tool_calls_per_second is not None:
+        flags += ["--tool-calls-per-second", str(server.tool_calls_per_second)]
+    return flags
 
 
 def policy(servers: list[Server]) -> dict:

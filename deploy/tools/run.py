@@ -74,14 +74,17 @@ class Supervisor:
         self.state_dir = state_dir
         self.children: list[Child] = []
 
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None) -> Child:
+    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
+              inherit: bool = True) -> Child:
+        """Starts `argv` with `env` added to the runner's environment, or (`inherit=False`) with
+        `env` alone."""
         log = self.state_dir / f"{name}.log"
         out = open(log, "wb")
         try:
             proc = subprocess.Popen(
                 argv,
                 cwd=ROOT,
-                env={**os.environ, **(env or {})},
+                env={**(os.environ if inherit else {}), **(env or {})},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -213,6 +216,17 @@ def sidecar_env(cfg: render.Config) -> dict[str, str]:
     }
 
 
+# What a bridge gets of the runner's environment: enough to run and log. Never the gateway's
+# secrets (GITHUB_CLIENT_SECRET and the like); the MCP server behind it gets only what its
+# [servers.<name>] table names.
+BRIDGE_ENV = ("PATH", "RUST_LOG", "LANG", "TZ")
+
+
+def bridge_env(server: render.Server) -> dict[str, str]:
+    names = (*BRIDGE_ENV, *server.env_passthrough)
+    return {n: os.environ[n] for n in names if n in os.environ}
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", type=Path, default=ROOT / "mcpgw.toml")
@@ -297,8 +311,10 @@ def run(cfg: render.Config, sup: Supervisor, bin_dir: Path) -> None:
         server = next(s for s in cfg.servers if s.name == name)
         port = port_or_free(wanted)
         child = sup.start(f"bridge-{name}", [str(bin_dir / "mcpgw-bridge"), "--listen",
-                                             f"127.0.0.1:{port}", "--", *server.command],
-                          {"MEMORY_FILE_PATH": str(state / f"{name}-memory.jsonl")})
+                                             f"127.0.0.1:{port}",
+                                             *render.bridge_flags(server, str(state / f"bridge-{name}")),
+                                             "--", *server.command],
+                          bridge_env(server), inherit=False)
         sup.wait_port(child, port)
         bridges[name] = ("127.0.0.1", port)
 

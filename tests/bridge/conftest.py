@@ -12,6 +12,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +26,10 @@ VENV_BIN = ROOT / ".venv" / "bin"
 EVERYTHING = [str(NODE_BIN / "mcp-server-everything"), "stdio"]
 MEMORY = [str(NODE_BIN / "mcp-server-memory")]
 TIME = [str(VENV_BIN / "mcp-server-time"), "--local-timezone", "UTC"]
+
+# The identity headers the gateway sets in front of every bridge (a bridge refuses requests
+# without a subject, and serves a session only to the caller that opened it).
+IDENTITY = {"x-mcpgw-subject": "oidc:bridge-tests", "x-mcpgw-client-id": "bridge-tests"}
 
 # The revisions a client can speak to the bridge: the two session revisions (initialize
 # handshake) and the stateless 2026-07-28.
@@ -80,12 +85,16 @@ def start_bridge(
 ) -> Bridge:
     port = free_port()
     out = log.open("wb")
+    # `env` is the child's (--env): a bridge passes none of its own environment on.
+    child_env = [arg for k, v in (env or {}).items() for arg in ("--env", f"{k}={v}")]
+    state = log.parent / f"state-{port}"
     proc = subprocess.Popen(
-        [str(bridge_bin()), "--listen", f"127.0.0.1:{port}", *flags, "--", *child],
+        [str(bridge_bin()), "--listen", f"127.0.0.1:{port}", "--state-dir", str(state), *child_env,
+         *flags, "--", *child],
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=subprocess.STDOUT,
-        env={**os.environ, "RUST_LOG": "info", **(env or {})},
+        env={**os.environ, "RUST_LOG": "info"},
         preexec_fn=_die_with_parent,
     )
     bridge = Bridge(proc, port, log)
@@ -105,7 +114,8 @@ def start_bridge(
 
 @pytest.fixture
 def bridge_factory(tmp_path: Path) -> Iterator:
-    """`bridge_factory(child, flags=(), env=None)` starts a bridge; all are stopped afterwards."""
+    """`bridge_factory(child, flags=(), env=None)` starts a bridge (`env`: the child's environment);
+    all are stopped afterwards."""
     started: list[Bridge] = []
 
     def make(child: Sequence[str], flags: Sequence[str] = (), env: dict[str, str] | None = None) -> Bridge:
@@ -140,18 +150,24 @@ def anyio_backend() -> str:
 
 @pytest.fixture
 def connect(monkeypatch: pytest.MonkeyPatch):
-    """`connect(url, revision, **client_options)`: an official-SDK `Client` that speaks `revision`.
+    """`connect(url, revision, identity=IDENTITY, **client_options)`: an official-SDK `Client` that
+    speaks `revision`, with the gateway's identity headers `identity` on every request.
 
     Session revisions use the initialize handshake (the SDK asks for its newest one, so an older
     revision is selected by lowering that constant); 2026-07-28 uses the SDK's default `auto` mode,
     which probes `server/discover` and adopts the stateless revision when the server offers it."""
     import mcp.client.session as client_session
     from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.shared._httpx_utils import create_mcp_http_client
 
-    def make(url: str, revision: str, **options) -> Client:
-        if revision == "2026-07-28":
-            return Client(url, mode="auto", **options)
-        monkeypatch.setattr(client_session, "LATEST_HANDSHAKE_VERSION", revision)
-        return Client(url, mode="legacy", **options)
+    @asynccontextmanager
+    async def make(url: str, revision: str, identity: dict[str, str] = IDENTITY, **options):
+        if revision != "2026-07-28":
+            monkeypatch.setattr(client_session, "LATEST_HANDSHAKE_VERSION", revision)
+        mode = "auto" if revision == "2026-07-28" else "legacy"
+        async with create_mcp_http_client(headers=identity) as http:
+            async with Client(streamable_http_client(url, http_client=http), mode=mode, **options) as c:
+                yield c
 
     return make

@@ -10,7 +10,7 @@ import anyio
 import httpx
 import mcp_types as types
 import pytest
-from conftest import REVISIONS, Bridge
+from conftest import IDENTITY, REVISIONS, Bridge
 
 pytestmark = pytest.mark.anyio
 
@@ -107,7 +107,7 @@ async def test_sampling_round_trip_travels_the_get_stream(everything: Bridge) ->
         },
     }
     url = everything.url
-    async with httpx.AsyncClient(timeout=30) as h:
+    async with httpx.AsyncClient(timeout=30, headers=IDENTITY) as h:
         r = await h.post(url, json=init, headers=headers)
         assert r.status_code == 200
         headers["mcp-session-id"] = r.headers["mcp-session-id"]

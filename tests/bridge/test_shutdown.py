@@ -52,7 +52,8 @@ def alive(pid: int) -> bool:
 
 @pytest.mark.parametrize("child", [EVERYTHING, MEMORY, TIME], ids=["everything", "memory", "time"])
 async def test_sigterm_with_sessions_open_leaves_no_child_behind(bridge_factory, connect, child, tmp_path) -> None:
-    b = bridge_factory(child, env={"MEMORY_FILE_PATH": str(tmp_path / "m.jsonl")})
+    # Isolation `session` keeps a warm pool (a warm child belongs to no user yet).
+    b = bridge_factory(child, flags=["--isolation", "session"], env={"MEMORY_FILE_PATH": str(tmp_path / "m.jsonl")})
     async with connect(b.url, "2025-11-25") as one, connect(b.url, "2025-06-18") as two:
         await one.list_tools()
         await two.list_tools()

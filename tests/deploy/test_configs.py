@@ -36,7 +36,7 @@ VENV = ROOT / ".venv" / "bin"
 OVERLAYS = sorted(p.name for p in (ROOT / "deploy/k8s/overlays").iterdir() if p.is_dir())
 K8S_VERSION = "1.37.0"
 # Kinds kubernetes-validate has no schema for (CRDs); they get structural checks below.
-CRD_KINDS = {"WasmPlugin", "Gateway", "VirtualService", "IngressRoute", "Middleware"}
+CRD_KINDS = {"WasmPlugin", "Gateway", "VirtualService", "IngressRoute", "Middleware", "EnvoyFilter"}
 IDENTITY_RS = ROOT / "core" / "src" / "identity.rs"
 
 
@@ -95,6 +95,25 @@ def test_envoy_kubernetes_rendering_is_current_and_fetches_modules_with_sha256()
         remote = cfg["vm_config"]["code"]["remote"]
         assert re.fullmatch(r"[0-9a-f]{64}", remote["sha256"])
         assert cfg["fail_open"] is False
+
+
+def hcm_of(doc: dict) -> dict:
+    return doc["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+@pytest.mark.parametrize("path", ENVOY_FILES, ids=lambda p: p.name)
+def test_every_envoy_config_drops_headers_with_underscores(path):
+    """x_mcpgw_* headers must never reach an upstream that folds `_` into `-` (issue 19, 9)."""
+    hcm = hcm_of(yaml.safe_load(path.read_text()))
+    assert hcm["common_http_protocol_options"]["headers_with_underscores_action"] == "DROP_HEADER"
+
+
+def test_istio_gateway_drops_headers_with_underscores():
+    (patch,) = by_kind(kustomize("istio"), "EnvoyFilter").values()
+    (change,) = patch["spec"]["configPatches"]
+    assert change["match"]["context"] == "GATEWAY"
+    options = change["patch"]["value"]["typed_config"]["common_http_protocol_options"]
+    assert options["headers_with_underscores_action"] == "DROP_HEADER"
 
 
 # ----------------------------------------------------------------------------------- Kubernetes
@@ -162,6 +181,8 @@ def test_one_bridge_per_enabled_server(overlay):
         bridge = deployments[f"bridge-{server.name}"]
         args = bridge["spec"]["template"]["spec"]["containers"][0]["args"]
         assert args[-1] == Path(server.command[0]).name
+        # The server's table (isolation, environment, limits) reaches the bridge as in `make run`.
+        assert args[:-2] == ["--listen", "0.0.0.0:3000", *render.bridge_flags(server, render.BRIDGE_STATE_K8S)]
         selector = services[f"bridge-{server.name}"]["spec"]["selector"]
         assert selector["app.kubernetes.io/instance"] == server.name
 
@@ -355,6 +376,10 @@ def test_shipped_mcpgw_toml_is_valid():
         ('[servers.a]\ncommand = ["x"]\nallow_groups = "eng"\n', "servers.a.allow_groups: must be a list"),
         ('[login]\naccess_token_lifetime = "10 minutes"\n[servers.a]\ncommand = ["x"]\n', "login.access_token_lifetime"),
         ("[servers.a\n", "mcpgw.toml"),
+        ('[servers.a]\ncommand = ["x"]\nisolation = "nobody"\n', "servers.a.isolation: must be one of user, session, shared"),
+        ('[servers.a]\ncommand = ["x"]\nenv = { A = 1 }\n', "servers.a.env: must be a table of strings"),
+        ('[servers.a]\ncommand = ["x"]\nenv = { "A-B" = "x" }\n', "servers.a.env.A-B"),
+        ('[servers.a]\ncommand = ["x"]\nsessions_per_user = 0\n', "servers.a.sessions_per_user"),
     ],
 )
 def test_bad_mcpgw_toml_is_refused_with_the_key_path(tmp_path, text, problem):

@@ -28,22 +28,31 @@ USERS = json.loads((stack_mod.ROOT / "tests/oidc/users.json").read_text())
 # The client's redirect URI: loopback, never listened on (the browser stops at the redirect).
 REDIRECT_URI = "http://127.0.0.1:1/callback"
 
-# The stack of these tests: three servers as `make run` ships them; `memory` requires a scope
-# (announced in its metadata, so the client asks for it); `time` only for the sales group (the
-# policy filter), so alice (engineering) gets a token for it and is still refused.
-SERVERS = """
+# The stack of these tests: three servers as `make run` ships them; `everything` with small
+# per-user limits (test_trust.py reaches them); `memory` requires a scope (announced in its
+# metadata, so the client asks for it) and keeps a graph per user; `time` only for the sales group
+# (the policy filter), so alice (engineering) gets a token for it and is still refused.
+SESSIONS_PER_USER = 3
+TOOL_CALLS_PER_SECOND = 5
+SERVERS = f"""
 [servers.everything]
 command = ["node_modules/.bin/mcp-server-everything"]
+sessions_per_user = {SESSIONS_PER_USER}
+tool_calls_per_second = {TOOL_CALLS_PER_SECOND}
 
 [servers.memory]
 command = ["node_modules/.bin/mcp-server-memory"]
 scopes = ["memory:write"]
+env = {{ MEMORY_FILE_PATH = "{{user_dir}}/memory.jsonl" }}
 
 [servers.time]
 command = [".venv/bin/mcp-server-time"]
 allow_groups = ["sales"]
 """
 
+
+# A secret in the gateway's environment (see the `stack` fixture).
+GATEWAY_SECRET = "gateway-secret-7f3a9c"
 
 # An MCP `initialize` request and the headers a streamable-HTTP client sends with it.
 INITIALIZE = {
@@ -86,7 +95,10 @@ def stack(tmp_path_factory):
     assert not missing, (
         f"{missing} not built in {stack_mod.bin_dir()}: run `make run-build` (or set MCPGW_BIN_DIR)"
     )
-    running = stack_mod.start(tmp_path_factory.mktemp("make-run"), SERVERS, login_toml=LOGIN)
+    # The gateway's environment holds a secret, as README's GitHub setup exports one: no MCP
+    # server may see it.
+    running = stack_mod.start(tmp_path_factory.mktemp("make-run"), SERVERS, login_toml=LOGIN,
+                              env={"GITHUB_CLIENT_SECRET": GATEWAY_SECRET})
     yield running
     running.stop()
 

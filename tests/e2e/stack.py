@@ -91,10 +91,11 @@ def _tail(path: Path, lines: int = 40) -> str:
         return "(no log)"
 
 
-def start(tmp: Path, servers_toml: str, *, login_toml: str = "", port: int | None = None) -> Stack:
+def start(tmp: Path, servers_toml: str, *, login_toml: str = "", port: int | None = None,
+          env: dict[str, str] | None = None) -> Stack:
     """Starts run.py with [gateway] on a free port, internal ports free, `login_toml` added to
-    [login] and `servers_toml` (the [servers.*] tables), in `tmp`; returns once stack.json says
-    everything is up."""
+    [login], `servers_toml` (the [servers.*] tables) and `env` added to its environment, in `tmp`;
+    returns once stack.json says everything is up."""
     port = port or free_port()
     state = tmp / "state"
     config = tmp / "mcpgw.toml"
@@ -108,8 +109,8 @@ def start(tmp: Path, servers_toml: str, *, login_toml: str = "", port: int | Non
         proc = subprocess.Popen(
             [str(PYTHON), str(ROOT / "deploy/tools/run.py"), "--config", str(config),
              "--bin-dir", str(bin_dir())],
-            cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,
+            cwd=ROOT, env={**os.environ, **(env or {})}, stdin=subprocess.DEVNULL, stdout=out,
+            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent,
         )
     stack_json = state / "stack.json"
     deadline = time.monotonic() + START_TIMEOUT

@@ -64,6 +64,9 @@ struct Args {
 }
 
 const VERSION: &str = "2025-06-18";
+/// The subject and client id every benchmark request carries.
+const BENCH_SUBJECT: &str = "oidc:bench";
+const BENCH_CLIENT: &str = "bench";
 /// Concurrent calls of the two throughput rows.
 const CONCURRENCY: [usize; 2] = [1, 8];
 
@@ -193,7 +196,67 @@ async fn main() -> Result<()> {
         "bridge p50 overhead over direct stdio at c1: {:.0} µs (target < 100 µs)",
         bridge.calls[0].p50_us - direct.p50_us
     );
+    per_call_rules(bridge.calls[0].rate);
     many_sessions(&args).await
+}
+
+/// What the per-user rules add to each call, timed in this process over many calls and set
+/// against one call of the bridge at 1 at a time (`rate` calls/s): the session binding (the
+/// identity headers read from a request's header map, and the check that the caller owns the
+/// session) and the tool-call limiter (one subject's bucket among 1,000).
+fn per_call_rules(rate: f64) {
+    use mcpgw_bridge::limits::CallLimiter;
+    use mcpgw_core::session::SessionOwner;
+    const N: u32 = 1_000_000;
+    let mut h = hyper::HeaderMap::new();
+    for (k, v) in [
+        ("host", "127.0.0.1"),
+        ("accept", "application/json, text/event-stream"),
+        ("content-type", "application/json"),
+        ("mcp-protocol-version", VERSION),
+        ("mcp-session-id", "0123456789abcdef0123456789abcdef"),
+        ("x-mcpgw-subject", BENCH_SUBJECT),
+        ("x-mcpgw-client-id", BENCH_CLIENT),
+        ("x-mcpgw-user", "bench"),
+        ("x-mcpgw-groups", "engineering"),
+        ("x-mcpgw-scopes", "mcp:tools"),
+    ] {
+        if let (Ok(k), Ok(v)) = (
+            hyper::header::HeaderName::from_bytes(k.as_bytes()),
+            hyper::header::HeaderValue::from_str(v),
+        ) {
+            h.insert(k, v);
+        }
+    }
+    let owner = mcpgw_bridge::http::caller(&h)
+        .map(|c| SessionOwner::new(&c))
+        .ok();
+    let t = Instant::now();
+    let mut admitted = 0u32;
+    for _ in 0..N {
+        let h = std::hint::black_box(&h);
+        if let (Ok(c), Some(o)) = (mcpgw_bridge::http::caller(h), owner.as_ref()) {
+            admitted += u32::from(o.admits(&c));
+        }
+    }
+    let binding_ns = t.elapsed().as_nanos() as f64 / f64::from(N);
+    let limiter = CallLimiter::new(u32::MAX);
+    let subjects: Vec<String> = (0..1000).map(|i| format!("oidc:user-{i}")).collect();
+    let now = Instant::now();
+    let t = Instant::now();
+    for i in 0..N as usize {
+        let _ = std::hint::black_box(limiter.admit(&subjects[i % subjects.len()], now));
+    }
+    let limiter_ns = t.elapsed().as_nanos() as f64 / f64::from(N);
+    let call_ns = 1e9 / rate.max(f64::MIN_POSITIVE);
+    println!(
+        "session binding (identity headers + owner check): {binding_ns:.0} ns per call = {:.3}% of a bridge call at c1 ({admitted} of {N} admitted)",
+        100.0 * binding_ns / call_ns
+    );
+    println!(
+        "tool-call limiter (1,000 subjects' buckets): {limiter_ns:.0} ns per call = {:.3}% of a bridge call at c1",
+        100.0 * limiter_ns / call_ns
+    );
 }
 
 async fn stop_all(servers: Vec<Server>) {
@@ -215,8 +278,16 @@ impl Server {
         let mut cmd = Command::new(bin);
         match peer {
             Peer::Bridge => {
+                let state = args.logs.join(format!("bridge-state-{port}"));
                 cmd.args(["--listen", &format!("127.0.0.1:{port}")])
                     .args(["--pool-size", "4", "--max-sessions", "5000"])
+                    // One client speaks for one user throughout: the per-user limits would cut
+                    // the 1,000 sessions and the calls/s short, so they are lifted (their cost is
+                    // measured on its own below), and isolation `session` keeps the warm pool the
+                    // other peers' session-open times are compared with.
+                    .args(["--isolation", "session", "--max-sessions-per-user", "5000"])
+                    .args(["--tool-calls-per-second", "0", "--state-dir"])
+                    .arg(state)
                     // The pool initialises children with the revision the clients speak, as an
                     // operator sets it; otherwise every open would start a child cold.
                     .args(["--pool-protocol-version", VERSION])
@@ -320,7 +391,10 @@ impl Conn {
             .header("host", "127.0.0.1")
             .header("accept", "application/json, text/event-stream")
             .header("content-type", "application/json")
-            .header("mcp-protocol-version", VERSION);
+            .header("mcp-protocol-version", VERSION)
+            // The identity the gateway sets in front of a bridge (the other peers ignore it).
+            .header("x-mcpgw-subject", BENCH_SUBJECT)
+            .header("x-mcpgw-client-id", BENCH_CLIENT);
         if let Some(s) = session {
             req = req.header("mcp-session-id", s);
         }

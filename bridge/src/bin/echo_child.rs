@@ -1,6 +1,7 @@
 //! A trivial stdio JSON-RPC child for benchmarks and fault tests: answers `initialize` like an MCP
-//! server and echoes every other request's params back as its result. Two methods help tests:
-//! `debug/pid` answers with the child's process id; `debug/progress` sends `params.steps`
+//! server and echoes every other request's params back as its result. Methods that help tests:
+//! `debug/pid` answers with the child's process id; `debug/env` with its environment and working
+//! directory; `debug/progress` sends `params.steps`
 //! progress notifications (to the request's progress token), waits `params.delay_ms` between
 //! them, then answers. Behaviour switches (for fault tests) come from the environment:
 //! `ECHO_STDERR_FLOOD=<bytes>` writes that much to stderr per request;
@@ -47,6 +48,10 @@ fn main() {
             "tools/call" => json!({"content": [{"type": "text",
                 "text": msg.pointer("/params/arguments").map(Value::to_string).unwrap_or_default()}]}),
             "debug/pid" => json!({"pid": std::process::id()}),
+            "debug/env" => json!({
+                "env": std::env::vars().map(|(k, v)| (k, Value::String(v))).collect::<serde_json::Map<String, Value>>(),
+                "cwd": std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default(),
+            }),
             "debug/progress" => {
                 if progress(&mut out, &msg).is_err() {
                     return;

@@ -28,28 +28,52 @@ pub struct Bridge {
     pub port: u16,
     /// The process (stopped on drop).
     pub proc: Proc,
+    /// Its `--state-dir`.
+    pub state: std::path::PathBuf,
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
 }
 
 impl Bridge {
-    /// Starts the bridge over the echo child with extra flags and environment, and waits until
+    /// Starts the bridge over the echo child with extra flags and child environment, and waits until
     /// `/ready` says the child starts and initialises.
     pub fn echo(flags: &[&str], env: &[(&str, &str)]) -> Bridge {
         Bridge::start(flags, env, &[env!("CARGO_BIN_EXE_mcpgw-echo-child")])
     }
 
-    /// Starts the bridge over `child` (program and arguments).
-    pub fn start(flags: &[&str], env: &[(&str, &str)], child: &[&str]) -> Bridge {
+    /// Starts the bridge over `child` (program and arguments) with `child_env` in the child's
+    /// environment (`--env`) and a state directory of its own (removed on drop).
+    pub fn start(flags: &[&str], child_env: &[(&str, &str)], child: &[&str]) -> Bridge {
+        Bridge::start_in(flags, child_env, &[], child)
+    }
+
+    /// As [`Bridge::start`], with `bridge_env` added to the bridge process' own environment.
+    pub fn start_in(
+        flags: &[&str],
+        child_env: &[(&str, &str)],
+        bridge_env: &[(&str, &str)],
+        child: &[&str],
+    ) -> Bridge {
         let port = free_port();
+        let state =
+            std::env::temp_dir().join(format!("mcpgw-bridge-test-{}-{port}", std::process::id()));
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_mcpgw-bridge"));
         cmd.arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .args(flags)
-            .arg("--")
-            .args(child)
-            .env("RUST_LOG", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
+            .arg("--state-dir")
+            .arg(&state)
+            .args(flags);
+        for (k, v) in child_env {
+            cmd.arg("--env").arg(format!("{k}={v}"));
         }
+        cmd.arg("--")
+            .args(child)
+            .env("RUST_LOG", "info")
+            .envs(bridge_env.iter().copied());
         let mut proc = Proc::spawn("bridge", cmd);
         let deadline = Instant::now() + Duration::from_secs(30);
         while http_get(port, "/ready").is_none() {
@@ -58,7 +82,7 @@ impl Bridge {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Bridge { port, proc }
+        Bridge { port, proc, state }
     }
 
     /// A new connection to the bridge.
@@ -67,10 +91,19 @@ impl Bridge {
     }
 }
 
-/// One HTTP/1.1 connection (keep-alive).
+/// The subject every test client speaks for unless it says otherwise (the identity headers the
+/// gateway sets in front of a bridge).
+pub const SUBJECT: &str = "oidc:tester";
+/// The client id that goes with it.
+pub const CLIENT_ID: &str = "test-client";
+
+/// One HTTP/1.1 connection (keep-alive), speaking for one caller.
 #[derive(Debug)]
 pub struct Client {
     tx: SendRequest<Full<Bytes>>,
+    /// The identity headers added to every request (`None`: none, as a request that did not
+    /// come through the gateway).
+    pub identity: Option<(String, String)>,
 }
 
 /// A response read to its end.
@@ -134,7 +167,15 @@ impl Client {
             .await
             .unwrap_or_else(|e| panic!("http handshake: {e}"));
         tokio::spawn(conn);
-        Client { tx }
+        Client {
+            tx,
+            identity: Some((SUBJECT.to_owned(), CLIENT_ID.to_owned())),
+        }
+    }
+
+    /// This connection speaks for `subject` through `client_id` from now on.
+    pub fn act_as(&mut self, subject: &str, client_id: &str) {
+        self.identity = Some((subject.to_owned(), client_id.to_owned()));
     }
 
     /// Sends a request and returns the response head with its body still streaming.
@@ -151,6 +192,11 @@ impl Client {
             .header("host", "127.0.0.1");
         for (k, v) in headers {
             req = req.header(*k, *v);
+        }
+        if let Some((subject, client_id)) = &self.identity {
+            req = req
+                .header("x-mcpgw-subject", subject.as_str())
+                .header("x-mcpgw-client-id", client_id.as_str());
         }
         let bytes = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
         let req = req
@@ -210,6 +256,16 @@ impl Client {
     }
 }
 
+/// The echo child's environment and working directory, asked in `session` (`debug/env`).
+pub async fn child_env(c: &mut Client, session: &str) -> (serde_json::Map<String, Value>, String) {
+    let r = c
+        .post(session, &request(90, "debug/env", json!({})))
+        .await
+        .json();
+    let env = r["result"]["env"].as_object().cloned().unwrap_or_default();
+    (env, r["result"]["cwd"].as_str().unwrap_or("").to_owned())
+}
+
 /// Reads a response to its end.
 pub async fn read(resp: hyper::Response<Incoming>) -> Reply {
     let (parts, body) = resp.into_parts();
@@ -260,6 +316,17 @@ pub fn modern_request(id: u64, method: &str, mut params: Value) -> Value {
         "io.modelcontextprotocol/clientCapabilities": {},
     });
     request(id, method, params)
+}
+
+/// The headers of a 2026-07-28 request for `method` (and `Mcp-Name`).
+pub fn modern_headers<'a>(method: &'a str, name: Option<&'a str>) -> Vec<(&'a str, &'a str)> {
+    let mut h = base_headers();
+    h.push(("mcp-protocol-version", MODERN));
+    h.push(("mcp-method", method));
+    if let Some(n) = name {
+        h.push(("mcp-name", n));
+    }
+    h
 }
 
 /// An SSE response read event by event.
