@@ -360,25 +360,44 @@ impl Stream<'_> {
         headers: &[(&str, &str)],
         timeout_ms: u64,
     ) -> Result<u64, CalloutError> {
-        let mut headers = module_headers(headers);
-        let mut id = 0;
-        // SAFETY: `envoy` is the live stream; the arrays and `id` outlive the call.
-        let result = unsafe {
-            envoy_dynamic_module_callback_http_filter_http_callout(
-                self.envoy,
-                &mut id,
-                ModuleBuffer::of(cluster.as_bytes()),
-                headers.as_mut_ptr(),
-                headers.len(),
-                ModuleBuffer::NONE,
-                timeout_ms,
-            )
-        };
-        if result == CALLOUT_SUCCESS {
-            Ok(id)
-        } else {
-            Err(CalloutError(result))
-        }
+        // SAFETY: `envoy` is the live stream.
+        callout(
+            |id, cluster, headers, len| unsafe {
+                envoy_dynamic_module_callback_http_filter_http_callout(
+                    self.envoy,
+                    id,
+                    cluster,
+                    headers,
+                    len,
+                    ModuleBuffer::NONE,
+                    timeout_ms,
+                )
+            },
+            cluster,
+            headers,
+        )
+    }
+}
+
+/// Starts a bodiless HTTP callout with `start(id_out, cluster, headers, headers_len)`, one of
+/// Envoy's two callout callbacks; the pointers it gets are valid for the call.
+fn callout(
+    start: impl FnOnce(*mut u64, ModuleBuffer, *mut ModuleHeader, usize) -> u32,
+    cluster: &str,
+    headers: &[(&str, &str)],
+) -> Result<u64, CalloutError> {
+    let mut headers = module_headers(headers);
+    let mut id = 0;
+    let result = start(
+        &mut id,
+        ModuleBuffer::of(cluster.as_bytes()),
+        headers.as_mut_ptr(),
+        headers.len(),
+    );
+    if result == CALLOUT_SUCCESS {
+        Ok(id)
+    } else {
+        Err(CalloutError(result))
     }
 }
 
@@ -399,26 +418,22 @@ impl ConfigContext<'_> {
         headers: &[(&str, &str)],
         timeout_ms: u64,
     ) -> Result<u64, CalloutError> {
-        let mut headers = module_headers(headers);
-        let mut id = 0;
-        // SAFETY: `envoy` is the live configuration on the main thread; the arrays and `id`
-        // outlive the call.
-        let result = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_http_callout(
-                self.envoy,
-                &mut id,
-                ModuleBuffer::of(cluster.as_bytes()),
-                headers.as_mut_ptr(),
-                headers.len(),
-                ModuleBuffer::NONE,
-                timeout_ms,
-            )
-        };
-        if result == CALLOUT_SUCCESS {
-            Ok(id)
-        } else {
-            Err(CalloutError(result))
-        }
+        // SAFETY: `envoy` is the live configuration, on the main thread.
+        callout(
+            |id, cluster, headers, len| unsafe {
+                envoy_dynamic_module_callback_http_filter_config_http_callout(
+                    self.envoy,
+                    id,
+                    cluster,
+                    headers,
+                    len,
+                    ModuleBuffer::NONE,
+                    timeout_ms,
+                )
+            },
+            cluster,
+            headers,
+        )
     }
 
     /// Calls [`FilterConfig::on_tick`] on the main thread every `period`, until the returned
