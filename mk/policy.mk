@@ -1,5 +1,5 @@
 # The MCP authorization policy filter (issue 5): filters/policy (the proxy-wasm module),
-# core/src/policy.rs + mcp.rs (the engine), filters/wasmhost (an in-process proxy-wasm host on
+# core/src/policy/ + mcp/ (the engine), filters/wasmhost (an in-process proxy-wasm host on
 # wasmtime that drives the built module in tests and in the benchmark).
 # Its tests run in `cargo test --workspace` (they load dist/mcpgw_filter_policy.wasm, which
 # `make wasm` builds first); the end-to-end set starts a real Envoy with the JWT filter in front.

@@ -5,7 +5,7 @@ use serde_json::{Value, json};
 
 use super::*;
 
-const TABLE: &str = include_str!("../tests/fixtures/policy_table.json");
+const TABLE: &str = include_str!("../../tests/fixtures/policy_table.json");
 
 fn table() -> Value {
     serde_json::from_str(TABLE).unwrap()
