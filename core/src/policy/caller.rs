@@ -72,16 +72,25 @@ impl<'a> Caller<'a> {
 pub struct List<'a> {
     pub(super) raw: &'a str,
     pub(super) separator: u8,
+    /// No item holds an escape (the usual list): items are borrowed as they stand.
+    plain: bool,
 }
 
 impl<'a> List<'a> {
     /// The list in `raw`, items separated by `separator` (ASCII); `None` if an item is not a
     /// value [`identity::encode`] writes.
     pub fn new(raw: &'a str, separator: u8) -> Option<Self> {
-        let list = Self { raw, separator };
-        list.raw_items()
-            .all(|item| identity::decode(item).is_some())
-            .then_some(list)
+        let plain = identity::is_plain(raw, separator);
+        let list = Self {
+            raw,
+            separator,
+            plain,
+        };
+        (plain
+            || list
+                .raw_items()
+                .all(|item| identity::decode(item).is_some()))
+        .then_some(list)
     }
 
     pub(super) fn raw_items(&self) -> impl Iterator<Item = &'a str> + use<'a> {
@@ -95,8 +104,15 @@ impl<'a> List<'a> {
 
     /// The items, in order.
     pub fn iter(&self) -> impl Iterator<Item = Cow<'a, str>> + use<'a> {
+        let plain = self.plain;
         // `new` checked that every item decodes.
-        self.raw_items().filter_map(identity::decode)
+        self.raw_items().filter_map(move |item| {
+            if plain {
+                Some(Cow::Borrowed(item))
+            } else {
+                identity::decode(item)
+            }
+        })
     }
 
     /// Whether `item` is one of the items.
