@@ -1,0 +1,121 @@
+"""A restart loses nothing: under the `make run` stack, Redis and then the sidecar are killed
+(-9); the runner restarts each on its port while the rest keeps serving, and Redis comes back with
+its data (its append-only file in state_dir). A client registered before still refreshes, a token
+revoked before stays refused by Envoy and by /verify, the signing keys are unchanged and tokens
+issued before stay valid.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+
+import anyio
+import httpx
+from conftest import INITIALIZE, MCP_HEADERS, McpUser, client_auth, feed_seconds, user
+from login import Browser
+
+RESTART_TIMEOUT = 30.0
+
+
+def connect(client: McpUser) -> httpx.Response:
+    """An MCP `initialize` through the SDK's OAuth provider (it registers and logs in on the 401)."""
+
+    async def initialize():
+        async with client.http() as http:
+            return await http.post(client.url, json=INITIALIZE, headers=MCP_HEADERS)
+
+    return anyio.run(initialize)
+
+
+def at_envoy(stack, token: str) -> int:
+    r = httpx.post(f"{stack.url}/everything/mcp", json=INITIALIZE,
+                   headers={**MCP_HEADERS, "Authorization": f"Bearer {token}"})
+    return r.status_code
+
+
+def at_verify(stack, token: str) -> httpx.Response:
+    return httpx.get(f"{stack.info['sidecar']}/verify", headers={
+        "Authorization": f"Bearer {token}",
+        "X-Forwarded-Method": "POST", "X-Forwarded-Proto": "http",
+        "X-Forwarded-Host": stack.url.split("://")[1], "X-Forwarded-Uri": "/everything/mcp",
+    })
+
+
+def kill_and_await_restart(stack, name: str) -> None:
+    """kill -9 the stack's `name`; returns once run.py restarted it and the sidecar is ready."""
+    before = stack.refresh()["processes"][name]
+    os.kill(before["pid"], signal.SIGKILL)
+    deadline = time.monotonic() + RESTART_TIMEOUT
+    while True:
+        now = stack.refresh()["processes"][name]
+        if now["restarts"] > before["restarts"]:
+            try:
+                if httpx.get(f"{stack.info['sidecar']}/ready").status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+        assert time.monotonic() < deadline, f"{name} was not restarted\n{stack.logs()}"
+        time.sleep(0.1)
+
+
+def refused_throughout(stack, token: str, seconds: float) -> None:
+    """Envoy refuses `token` on every request for `seconds` (every worker, every feed fetch)."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        assert at_envoy(stack, token) == 401, "Envoy accepts a token revoked before the restart"
+        time.sleep(0.2)
+
+
+def test_redis_and_the_sidecar_killed_are_restarted_and_nothing_is_lost(stack):
+    bob = user("bob")
+    browser = Browser(bob["login"], bob["password"])
+    kept = McpUser(f"{stack.url}/everything/mcp", browser)
+    gone = McpUser(f"{stack.url}/everything/mcp", browser)
+    for client in (kept, gone):
+        assert connect(client).status_code == 200
+    revoked = gone.access_token
+
+    # `gone`'s grant is revoked; Envoy refuses its access token once the feed lists it.
+    auth, data = client_auth(gone.storage.client_info)
+    for kind in ("refresh_token", "access_token"):
+        token = getattr(gone.storage.tokens, kind)
+        r = httpx.post(f"{stack.url}/revoke", auth=auth, data={**data, "token": token, "token_type_hint": kind})
+        assert r.status_code == 200, r.text
+    deadline = time.monotonic() + feed_seconds() + 3
+    while at_envoy(stack, revoked) != 401:
+        assert time.monotonic() < deadline, "Envoy did not refuse the revoked token"
+        time.sleep(0.1)
+
+    # Redis killed: restarted with its data, the rest served meanwhile.
+    kill_and_await_restart(stack, "redis")
+    info = kept.storage.client_info
+    auth, data = client_auth(info)
+    refreshed = httpx.post(f"{stack.url}/token", auth=auth, data={
+        **data, "grant_type": "refresh_token", "refresh_token": kept.storage.tokens.refresh_token,
+        "resource": kept.url,
+    })
+    assert refreshed.status_code == 200, f"a client registered before cannot refresh: {refreshed.text}"
+    fresh = refreshed.json()["access_token"]
+    assert at_envoy(stack, fresh) == 200
+    assert at_verify(stack, fresh).status_code == 200
+    verdict = at_verify(stack, revoked)
+    assert verdict.status_code == 401 and verdict.json()["error_description"] == "token revoked", verdict.text
+    refused_throughout(stack, revoked, feed_seconds() + 2)
+
+    # The sidecar killed: restarted with the same keys; tokens issued before stay valid, the
+    # revoked one stays refused.
+    jwks = httpx.get(f"{stack.url}/.well-known/jwks.json").json()
+    kill_and_await_restart(stack, "sidecar")
+    assert httpx.get(f"{stack.url}/.well-known/jwks.json").json() == jwks
+    assert at_verify(stack, fresh).status_code == 200
+    assert at_envoy(stack, fresh) == 200
+    assert at_verify(stack, revoked).status_code == 401
+    refused_throughout(stack, revoked, feed_seconds() + 2)
+
+    # What `status` shows: every process up, the two restarts counted.
+    processes = json.loads((stack.state_dir / "stack.json").read_text())["processes"]
+    assert processes["redis"]["restarts"] == 1 and processes["sidecar"]["restarts"] == 1, processes
+    assert all(p["restarts"] == 0 for n, p in processes.items() if n not in ("redis", "sidecar")), processes
