@@ -215,6 +215,11 @@ pub fn hash(secret: &str) -> String {
 /// that long after `exp` (core's default clock leeway), so the edge must keep refusing it as long.
 pub const REVOKED_GRACE_SECS: u64 = DEFAULT_LEEWAY_SECS;
 
+/// How long connecting to Redis may take (it is local or in the same cluster).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(150);
+/// How long one Redis command may take before it fails.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(300);
+
 fn secs(d: Duration) -> u64 {
     d.as_secs().max(1)
 }
@@ -235,15 +240,16 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects to `url`; every key starts with `prefix`. Operations time out after 2 s, and the
-    /// connection is re-established after Redis restarts.
+    /// Connects to `url`; every key starts with `prefix`. While Redis is down or hung an operation
+    /// fails within [`CONNECT_TIMEOUT`] (one connection attempt, no retry: the next operation
+    /// tries again) or [`RESPONSE_TIMEOUT`], so a request answers 503 within half a second; the
+    /// connection is re-established once Redis is back.
     pub async fn connect(url: &str, prefix: &str) -> Result<Store, StoreError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2))
-            .set_number_of_retries(3)
-            .set_max_delay(500);
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_number_of_retries(0);
         let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Store {
             conn,

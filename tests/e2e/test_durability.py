@@ -2,7 +2,8 @@
 (-9); the runner restarts each on its port while the rest keeps serving, and Redis comes back with
 its data (its append-only file in state_dir). A client registered before still refreshes, a token
 revoked before stays refused by Envoy and by /verify, the signing keys are unchanged and tokens
-issued before stay valid.
+issued before stay valid. While the sidecar is unreachable, Envoy answers the OAuth endpoints
+with OAuth JSON (503 `temporarily_unavailable`), not its plain-text 503.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
 import time
 
 import anyio
 import httpx
+import render
+import stack as stack_mod
 from conftest import INITIALIZE, MCP_HEADERS, McpUser, client_auth, feed_seconds, user
 from login import Browser
 
@@ -119,3 +123,47 @@ def test_redis_and_the_sidecar_killed_are_restarted_and_nothing_is_lost(stack):
     processes = json.loads((stack.state_dir / "stack.json").read_text())["processes"]
     assert processes["redis"]["restarts"] == 1 and processes["sidecar"]["restarts"] == 1, processes
     assert all(p["restarts"] == 0 for n, p in processes.items() if n not in ("redis", "sidecar")), processes
+
+
+def test_envoy_answers_the_oauth_endpoints_with_oauth_json_while_the_sidecar_is_down(tmp_path):
+    # make run's Envoy, its sidecar and bridges on ports nothing listens on.
+    cfg = render.load_config(stack_mod.ROOT / "mcpgw.toml")
+    port = stack_mod.free_port()
+    url = f"http://127.0.0.1:{port}"
+    doc = render.render(
+        render.load_gateway(), public_url=url, listen=("127.0.0.1", port),
+        servers={s.name: ("127.0.0.1", stack_mod.free_port()) for s in cfg.enabled_servers()},
+        protected=render.resources(url, cfg.enabled_servers()),
+        policy_config=render.policy(cfg.enabled_servers()),
+        sidecar=("127.0.0.1", stack_mod.free_port()), admin_port=stack_mod.free_port(),
+    )
+    config = tmp_path / "envoy.yaml"
+    config.write_text(render.dump(doc))
+    log = tmp_path / "envoy.log"
+    with open(log, "wb") as out:
+        envoy = subprocess.Popen(
+            [str(stack_mod.ROOT / ".venv/bin/envoy"), "-c", str(config), "--use-dynamic-base-id",
+             "--log-level", "warn"],
+            cwd=stack_mod.ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+            preexec_fn=stack_mod._die_with_parent,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(f"{url}/", timeout=1)
+                break
+            except httpx.TransportError:
+                assert envoy.poll() is None and time.monotonic() < deadline, log.read_text()
+                time.sleep(0.1)
+        for method, path in [("GET", "/.well-known/oauth-authorization-server"), ("POST", "/register"),
+                             ("GET", "/authorize?client_id=x"), ("POST", "/token"), ("POST", "/revoke"),
+                             ("GET", "/oauth/callback?code=x")]:
+            r = httpx.request(method, f"{url}{path}")
+            assert r.status_code == 503, (path, r.status_code, r.text)
+            assert r.headers["content-type"] == "application/json", (path, r.headers)
+            assert r.headers["cache-control"] == "no-store", (path, r.headers)
+            assert r.json()["error"] == "temporarily_unavailable", (path, r.text)
+    finally:
+        envoy.terminate()
+        envoy.wait(30)

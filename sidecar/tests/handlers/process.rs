@@ -1,5 +1,6 @@
 //! The `mcpgw-sidecar` binary itself: configuration errors at start, JSON logs without secrets,
-//! reconnecting after a Redis restart, graceful shutdown on SIGTERM.
+//! failing fast while Redis is down or hung and reconnecting after, the key ring written back when
+//! Redis lost it, graceful shutdown on SIGTERM.
 
 use std::process::Command;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use mcpgw_testkit::{Proc, free_port, scratch_dir, unique};
 use crate::common::*;
 
 const SIGTERM: i32 = 15;
+const SIGSTOP: i32 = 19;
+const SIGCONT: i32 = 18;
 
 fn sidecar(config: &str, port: u16, args: &[&str]) -> Proc {
     let path = scratch_dir().join(format!("{}.toml", unique("sidecar-config")));
@@ -167,6 +170,32 @@ impl Running {
     }
 }
 
+/// Every OAuth request answers 503 `temporarily_unavailable` within half a second, again and
+/// again (Redis is down or hung).
+async fn fails_fast(running: &Running, client_id: &str) {
+    let (http, base) = (&running.http, &running.base);
+    for _ in 0..3 {
+        for request in [
+            http.post(format!("{base}/register")).json(
+                &serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+            ),
+            http.post(format!("{base}/token")).form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", client_id),
+                ("refresh_token", "any"),
+            ]),
+        ] {
+            let started = std::time::Instant::now();
+            let r = request.send().await.unwrap();
+            let took = started.elapsed();
+            assert_eq!(r.status(), 503);
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"], "temporarily_unavailable");
+            assert!(took < Duration::from_millis(500), "took {took:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn serves_logs_json_without_secrets_survives_a_redis_restart_and_stops_gracefully() {
     let redis_port = free_port();
@@ -190,6 +219,20 @@ async fn serves_logs_json_without_secrets_survives_a_redis_restart_and_stops_gra
         .status();
     assert_eq!(status, 200);
 
+    // Redis hangs (SIGSTOP): OAuth requests fail fast; it resumes: they work again.
+    redis.signal(SIGSTOP);
+    fails_fast(&running, client["client_id"].as_str().unwrap()).await;
+    redis.signal(SIGCONT);
+    let mut ok = false;
+    for _ in 0..50 {
+        if verify(access.clone()).await == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "no recovery after Redis resumed:\n{}", p.log());
+
     // Redis goes away: not ready, /verify fails closed; it comes back: everything works again.
     redis.stop();
     let ready = || {
@@ -205,11 +248,26 @@ async fn serves_logs_json_without_secrets_survives_a_redis_restart_and_stops_gra
         }
     };
     assert_eq!(ready().await, 503);
+    let why: serde_json::Value = http
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(why["status"], "redis unreachable");
+    assert!(
+        why["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{why}"
+    );
     assert_eq!(verify(access.clone()).await, 503);
     let feed = http.get(format!("{base}/revoked")).send().await.unwrap();
     assert_eq!(feed.status(), 503);
     let feed: serde_json::Value = feed.json().await.unwrap();
     assert_eq!(feed["error"], "temporarily_unavailable");
+    // Every OAuth request answers 503 with OAuth JSON within half a second, again and again.
+    fails_fast(&running, client["client_id"].as_str().unwrap()).await;
     let _redis = redis_on(redis_port);
     let mut ok = false;
     for _ in 0..50 {
