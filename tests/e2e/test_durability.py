@@ -1,7 +1,7 @@
 """A restart loses nothing: under the `make run` stack, Redis and then the sidecar are killed
 (-9); the runner restarts each on its port while the rest keeps serving, and Redis comes back with
-its data (its append-only file in state_dir). A client registered before still refreshes, a token
-revoked before stays refused by Envoy and by /verify, the signing keys are unchanged and tokens
+its data (its append-only file in state_dir). A client registered before still refreshes and its
+user's consent is remembered, a token revoked before stays refused by Envoy and by /verify, the signing keys are unchanged and tokens
 issued before stay valid. While the sidecar is unreachable, Envoy answers the OAuth endpoints
 with OAuth JSON (503 `temporarily_unavailable`), not its plain-text 503.
 """
@@ -108,6 +108,14 @@ def test_redis_and_the_sidecar_killed_are_restarted_and_nothing_is_lost(stack):
     verdict = at_verify(stack, revoked)
     assert verdict.status_code == 401 and verdict.json()["error_description"] == "token revoked", verdict.text
     refused_throughout(stack, revoked, feed_seconds() + 2)
+    # The same client authorizing again: its registration and bob's consent are remembered (no
+    # consent page, straight back with a code).
+    again = McpUser(kept.url, browser)
+    again.storage.client_info = kept.storage.client_info
+    consents = browser.pages.count(f"{stack.url}/oauth/consent")
+    assert consents == 2, browser.pages  # bob approved each client once
+    assert connect(again).status_code == 200
+    assert browser.pages.count(f"{stack.url}/oauth/consent") == consents, browser.pages
 
     # The sidecar killed: restarted with the same keys; tokens issued before stay valid, the
     # revoked one stays refused.
