@@ -932,23 +932,19 @@ async fn a_provider_key_replaced_under_the_same_kid_is_fetched_again_at_the_next
     let (mut browser, login_page) = sidecar.open_login(&client_id).await;
     let consent = oidc_login(&mut browser, &login_page, "alice", "alice-password").await;
     assert_html_page(&consent, 200);
-    let jwks_before: serde_json::Value =
-        reqwest::get(format!("http://127.0.0.1:{}/jwks", sidecar.upstream_port))
+    let jwks = |port: u16| async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/jwks"))
             .await
             .unwrap()
-            .json()
+            .json::<serde_json::Value>()
             .await
-            .unwrap();
+            .unwrap()
+    };
+    let jwks_before = jwks(sidecar.upstream_port).await;
 
     // The provider restarts with a new key under the same `kid`; the sidecar keeps running.
     sidecar.restart_oidc();
-    let jwks_after: serde_json::Value =
-        reqwest::get(format!("http://127.0.0.1:{}/jwks", sidecar.upstream_port))
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+    let jwks_after = jwks(sidecar.upstream_port).await;
     assert_eq!(jwks_after["keys"][0]["kid"], jwks_before["keys"][0]["kid"]);
     assert_ne!(jwks_after["keys"][0]["n"], jwks_before["keys"][0]["n"]);
 

@@ -30,16 +30,8 @@ async fn redis_conn() -> redis::aio::MultiplexedConnection {
         .unwrap()
 }
 
-fn jti(access_token: &str) -> String {
-    claims(access_token)["jti"].as_str().unwrap().to_owned()
-}
-
-#[tokio::test]
-async fn the_feed_lists_revoked_access_tokens_until_they_expire() {
-    let app = App::start().await;
-    assert_eq!(app.get("/revoked").await.json, json!({ "revoked": [] }));
-
-    // An access token revoked by itself.
+/// An access token issued and then revoked by its client.
+async fn revoked_token(app: &App) -> String {
     let (client, t) = app.tokens(EVERYTHING, "").await;
     let access = t["access_token"].as_str().unwrap();
     let r = app
@@ -50,6 +42,30 @@ async fn the_feed_lists_revoked_access_tokens_until_they_expire() {
         )
         .await;
     assert_eq!(r.status, StatusCode::OK);
+    access.to_owned()
+}
+
+/// The score (`exp`) of `jti` in Redis' `oauth:revoked`.
+async fn score(app: &App, jti: String) -> Option<u64> {
+    redis::cmd("ZSCORE")
+        .arg(app.state.store.revoked_key())
+        .arg(jti)
+        .query_async(&mut redis_conn().await)
+        .await
+        .unwrap()
+}
+
+fn jti(access_token: &str) -> String {
+    claims(access_token)["jti"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn the_feed_lists_revoked_access_tokens_until_they_expire() {
+    let app = App::start().await;
+    assert_eq!(app.get("/revoked").await.json, json!({ "revoked": [] }));
+
+    // An access token revoked by itself.
+    let access = &revoked_token(&app).await;
     assert_eq!(feed(&app).await, vec![jti(access)]);
 
     // A grant family revoked through its refresh token: its live access token is listed too; a
@@ -73,14 +89,10 @@ async fn the_feed_lists_revoked_access_tokens_until_they_expire() {
     assert!(!want.contains(&jti(untouched["access_token"].as_str().unwrap())));
 
     // Redis holds them in the sorted set, scored by `exp`.
-    let mut redis = redis_conn().await;
-    let score: Option<u64> = redis::cmd("ZSCORE")
-        .arg(app.state.store.revoked_key())
-        .arg(jti(access))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(score, claims(access)["exp"].as_u64());
+    assert_eq!(
+        score(&app, jti(access)).await,
+        claims(access)["exp"].as_u64()
+    );
 
     // A token past its `exp` stays listed for the verifiers' leeway, then is pruned.
     let now = now();
@@ -102,14 +114,7 @@ async fn the_feed_lists_revoked_access_tokens_until_they_expire() {
 #[tokio::test]
 async fn verify_refuses_a_revoked_token_with_cores_revoked_denial() {
     let app = App::start().await;
-    let (client, t) = app.tokens(EVERYTHING, "").await;
-    let access = t["access_token"].as_str().unwrap();
-    app.post_form(
-        "/revoke",
-        &[("token", access), ("client_id", &client)],
-        None,
-    )
-    .await;
+    let access = &revoked_token(&app).await;
     let r = app.verify("/everything/mcp", Some(access)).await;
     let resource = app
         .state
@@ -129,16 +134,9 @@ async fn verify_refuses_a_revoked_token_with_cores_revoked_denial() {
 #[tokio::test]
 async fn a_revoked_token_stays_refused_and_listed_after_redis_lost_it() {
     let app = App::start().await;
-    let (client, t) = app.tokens(EVERYTHING, "").await;
-    let access = t["access_token"].as_str().unwrap();
+    let access = &revoked_token(&app).await;
     let (_, other) = app.tokens(EVERYTHING, "").await;
     let live = other["access_token"].as_str().unwrap();
-    app.post_form(
-        "/revoke",
-        &[("token", access), ("client_id", &client)],
-        None,
-    )
-    .await;
     // The sidecar sees it listed (the edge's fetch).
     assert_eq!(feed(&app).await, vec![jti(access)]);
 
@@ -166,11 +164,8 @@ async fn a_revoked_token_stays_refused_and_listed_after_redis_lost_it() {
     );
     // The feed lists it still, and Redis has it again, scored by its `exp`.
     assert_eq!(feed(&app).await, vec![jti(access)]);
-    let score: Option<u64> = redis::cmd("ZSCORE")
-        .arg(app.state.store.revoked_key())
-        .arg(jti(access))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(score, claims(access)["exp"].as_u64());
+    assert_eq!(
+        score(&app, jti(access)).await,
+        claims(access)["exp"].as_u64()
+    );
 }
