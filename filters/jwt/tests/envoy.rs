@@ -571,7 +571,7 @@ fn revoked_tokens_are_refused_within_the_feed_interval_and_until_they_expire(bui
     );
     settles(&gw, &b, 200, Duration::from_secs(1));
 
-    // The feed goes down: the last list keeps applying, and each thread warns once, not per tick.
+    // The feed goes down: the known list keeps applying, and each thread warns once, not per tick.
     revoked.stop();
     let warning = "revocation feed answered status 503";
     let deadline = Instant::now() + Duration::from_secs(5);
