@@ -271,7 +271,7 @@ impl Feed {
     pub fn failed(&mut self, who: &str, why: &str) {
         if !self.down {
             log::warn!(
-                "{who} revocation feed {why}; keeping the last list ({} token(s)) until it answers",
+                "{who} revocation feed {why}; keeping the known list ({} token(s)) until it answers",
                 self.revoked.len()
             );
         }
