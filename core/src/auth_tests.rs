@@ -8,7 +8,7 @@ use super::*;
 use crate::identity::UncarriableClaim;
 use crate::jwk::{Jwk, Jwks, KeyError};
 use crate::resource::{ProtectedResourceMetadata, Resource};
-use crate::revocation::RevokedTokens;
+use crate::revocation::{RevokedJti, RevokedTokens};
 use crate::signing::SigningKey;
 
 const ISS: &str = "http://127.0.0.1:8080";
@@ -700,7 +700,12 @@ fn revocation_list_denies_listed_tokens_after_every_other_check() {
             m.insert("jti".into(), jti.into());
         }))
     };
-    let list = RevokedTokens::from_json(br#"{"revoked": ["revoked-1", "revoked-2"]}"#).unwrap();
+    let mut list = RevokedTokens::default();
+    let listed = ["revoked-1", "revoked-2"].map(|jti| RevokedJti {
+        jti: jti.into(),
+        exp: u64::MAX,
+    });
+    list.absorb(listed, 0, DEFAULT_LEEWAY_SECS);
     // (case, authorization, scopes required, expected reason: None = allowed)
     type Case<'a> = (&'a str, Option<String>, &'a [&'a str], Option<DenyReason>);
     let cases: Vec<Case> = vec![

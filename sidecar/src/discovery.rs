@@ -84,7 +84,7 @@ async fn ready(State(state): State<AppState>) -> Response {
             tracing::warn!(error = %e, "not ready: redis unreachable");
             (
                 StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({ "status": "redis unreachable" })),
+                Json(json!({ "status": "redis unreachable", "error": e.to_string() })),
             )
                 .into_response()
         }

@@ -1,9 +1,10 @@
-//! The signing key ring: the current key (signs every new access token) and the previous one
-//! (still published in the JWKS so tokens signed before a rotation keep verifying until they
-//! expire). The ring persists as one versioned JSON document, either `keys.json` in the configured
-//! keys directory or the Redis key `oauth:keys`, so keys survive restarts and every replica signs
-//! with the same key. Rotation happens by command (`mcpgw-sidecar rotate-keys`) or on a schedule;
-//! running replicas reload the ring every [`RELOAD_INTERVAL`].
+//! The signing key ring: the current key (signs every new access token) and the keys it replaced
+//! while tokens they signed may still be accepted (still published in the JWKS, so a rotation
+//! never invalidates a live token). The ring persists as one versioned JSON document, either
+//! `keys.json` in the configured keys directory or the Redis key `oauth:keys`, so keys survive
+//! restarts and every replica signs with the same key. Rotation happens by command
+//! (`mcpgw-sidecar rotate-keys`) or on a schedule; running replicas reload the ring every
+//! [`RELOAD_INTERVAL`], and write theirs back when the storage lost it (Redis emptied).
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -11,16 +12,18 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use mcpgw_core::auth::TokenCache;
+use mcpgw_core::auth::{DEFAULT_LEEWAY_SECS, TokenCache};
 use mcpgw_core::jwk::{Algorithm, Jwks, KeySet};
 use mcpgw_core::signing::SigningKey;
 use rsa::pkcs8::{DecodePrivateKey, EncodePrivateKey};
 use serde::{Deserialize, Serialize};
 
+use crate::config::Config;
 use crate::store::{Store, StoreError, hash};
 
-/// How often a running sidecar re-reads the ring (to pick up a rotation made elsewhere).
-pub const RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+/// How often a running sidecar re-reads the ring (to pick up a rotation made elsewhere, or to
+/// write it back when the storage lost it).
+pub const RELOAD_INTERVAL: Duration = Duration::from_secs(1);
 /// Verified tokens remembered by `/verify` (signature checks skipped for them).
 const TOKEN_CACHE_CAPACITY: usize = 10_000;
 const STORE_KEY: &str = "keys";
@@ -57,8 +60,17 @@ struct StoredKey {
 #[derive(Serialize, Deserialize)]
 struct StoredRing {
     version: u32,
-    /// Newest first: `[current, previous]`.
+    /// Newest first: the current key, then the keys it replaced.
     keys: Vec<StoredKey>,
+}
+
+/// The stored ring's JSON as it was read or written (private keys: never logged).
+struct RingJson(String);
+
+impl std::fmt::Debug for RingJson {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RingJson(..)")
+    }
 }
 
 impl StoredKey {
@@ -118,10 +130,12 @@ pub struct KeyRing {
     pub keyset: KeySet,
     /// Tokens whose signature `/verify` has checked (cleared with every new ring).
     pub cache: Mutex<TokenCache>,
+    /// The document this ring was read from, to write back when the storage lost it.
+    stored: RingJson,
 }
 
 impl KeyRing {
-    fn from_stored(ring: &StoredRing) -> Result<KeyRing, KeyRingError> {
+    fn from_stored(ring: &StoredRing, json: String) -> Result<KeyRing, KeyRingError> {
         if ring.version != FORMAT_VERSION {
             return Err(KeyRingError::Corrupt(format!(
                 "unknown format version {}",
@@ -152,6 +166,7 @@ impl KeyRing {
             jwks,
             keyset,
             cache: Mutex::new(TokenCache::new(TOKEN_CACHE_CAPACITY)),
+            stored: RingJson(json),
         })
     }
 }
@@ -229,14 +244,18 @@ async fn write_private_file(dir: &Path, json: &str) -> Result<(), KeyRingError> 
 pub struct Keys {
     storage: KeyStorage,
     alg: Algorithm,
+    /// How long a replaced key stays in the ring (the longest a token it signed is accepted).
+    keep: Duration,
     ring: RwLock<Arc<KeyRing>>,
 }
 
 impl Keys {
-    /// Loads the ring from `storage`, creating a first `alg` key when there is none.
+    /// Loads the ring from `storage`, creating a first `alg` key when there is none. A key
+    /// replaced by a rotation stays for `keep` (the access-token lifetime plus the leeway).
     pub async fn load_or_create(
         storage: KeyStorage,
         alg: Algorithm,
+        keep: Duration,
         now: u64,
     ) -> Result<Keys, KeyRingError> {
         let ring = match storage.read().await? {
@@ -250,7 +269,7 @@ impl Keys {
                     .map_err(|e| KeyRingError::Corrupt(e.to_string()))?;
                 if storage.write(&json, true).await? {
                     tracing::info!(kid = %stored.keys[0].kid, alg = alg.as_str(), "created a signing key");
-                    KeyRing::from_stored(&stored)?
+                    KeyRing::from_stored(&stored, json)?
                 } else {
                     // Another replica created the ring first: use theirs.
                     let json = storage
@@ -264,6 +283,7 @@ impl Keys {
         Ok(Keys {
             storage,
             alg,
+            keep,
             ring: RwLock::new(Arc::new(ring)),
         })
     }
@@ -285,22 +305,32 @@ impl Keys {
         }
     }
 
-    /// Re-reads the stored ring, adopting it when its current key changed.
+    /// Re-reads the stored ring, adopting it when it changed. When the storage lost it (Redis
+    /// emptied), writes this ring back unless another replica did first, so tokens signed before
+    /// keep verifying across the next restart.
     pub async fn reload(&self) -> Result<(), KeyRingError> {
-        if let Some(json) = self.storage.read().await? {
-            let ring = parse(&json)?;
-            if ring.kid != self.current().kid {
-                tracing::info!(kid = %ring.kid, "adopted a rotated signing key");
-                self.replace(ring);
+        match self.storage.read().await? {
+            Some(json) => {
+                if json != self.current().stored.0 {
+                    let ring = parse(&json)?;
+                    tracing::info!(kid = %ring.kid, "adopted a rotated signing key ring");
+                    self.replace(ring);
+                }
+            }
+            None => {
+                let ring = self.current();
+                if self.storage.write(&ring.stored.0, true).await? {
+                    tracing::warn!(kid = %ring.kid, "the signing key ring was missing from its storage (Redis lost its data?); wrote it back");
+                }
             }
         }
         Ok(())
     }
 
-    /// Rotates: a new current key, the old current kept as previous (still in the JWKS), any
-    /// older key dropped. Returns the new `kid`.
+    /// Rotates: a new current key; the keys it replaces stay (still in the JWKS) while tokens
+    /// they signed may be accepted, older ones are dropped. Returns the new `kid`.
     pub async fn rotate(&self, now: u64) -> Result<String, KeyRingError> {
-        let kid = rotate_stored(&self.storage, self.alg, now).await?;
+        let kid = rotate_stored(&self.storage, self.alg, self.keep, now).await?;
         self.reload().await?;
         Ok(kid)
     }
@@ -316,19 +346,27 @@ impl Keys {
     }
 }
 
+/// How long a key replaced by a rotation stays: the access-token lifetime plus the verifiers'
+/// clock leeway, the longest a token it signed is accepted.
+pub fn keep_replaced_keys(config: &Config) -> Duration {
+    config.tokens.access_token + Duration::from_secs(DEFAULT_LEEWAY_SECS)
+}
+
 fn parse(json: &str) -> Result<KeyRing, KeyRingError> {
     let stored: StoredRing =
         serde_json::from_str(json).map_err(|e| KeyRingError::Corrupt(e.to_string()))?;
-    KeyRing::from_stored(&stored)
+    KeyRing::from_stored(&stored, json.to_owned())
 }
 
-/// Rotates the ring in `storage` (used by the `rotate-keys` command and [`Keys::rotate`]).
+/// Rotates the ring in `storage` (used by the `rotate-keys` command and [`Keys::rotate`]): a
+/// new current key; a replaced key stays until `keep` after its successor was made.
 pub async fn rotate_stored(
     storage: &KeyStorage,
     alg: Algorithm,
+    keep: Duration,
     now: u64,
 ) -> Result<String, KeyRingError> {
-    let mut keys = match storage.read().await? {
+    let mut keys: Vec<StoredKey> = match storage.read().await? {
         Some(json) => {
             serde_json::from_str::<StoredRing>(&json)
                 .map_err(|e| KeyRingError::Corrupt(e.to_string()))?
@@ -339,7 +377,14 @@ pub async fn rotate_stored(
     let new = StoredKey::generate(alg, now)?;
     let kid = new.kid.clone();
     keys.insert(0, new);
-    keys.truncate(2);
+    // Each key was replaced when the one before it (newer) was made.
+    let replaced_at: Vec<u64> = keys.iter().map(|k| k.created).collect();
+    let keys = keys
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| *i == 0 || now < replaced_at[i - 1].saturating_add(keep.as_secs()))
+        .map(|(_, k)| k)
+        .collect();
     let stored = StoredRing {
         version: FORMAT_VERSION,
         keys,

@@ -7,6 +7,7 @@ pub mod authorize;
 pub mod client_auth;
 pub mod config;
 pub mod discovery;
+pub mod durability;
 pub mod error;
 pub mod html;
 pub mod keys;
@@ -49,6 +50,8 @@ pub struct AppState {
     pub keys: Arc<Keys>,
     /// The login part: upstream connector, metadata-document fetcher (sidecar/src/authorize/).
     pub login: Arc<authorize::Login>,
+    /// The revoked access tokens seen so far, kept across a Redis that lost them.
+    pub revocations: Arc<durability::Revocations>,
 }
 
 /// Why the state could not be built at startup.
@@ -69,14 +72,20 @@ impl AppState {
     /// Connects to Redis and loads (or creates) the signing keys.
     pub async fn new(config: Config) -> Result<AppState, StartError> {
         let store = Store::connect(config.redis_url.expose(), &config.key_prefix).await?;
-        let keys =
-            Keys::load_or_create(key_storage(&config, &store), config.signing_alg, now()).await?;
+        let keys = Keys::load_or_create(
+            key_storage(&config, &store),
+            config.signing_alg,
+            keys::keep_replaced_keys(&config),
+            now(),
+        )
+        .await?;
         let login = authorize::Login::new(&config)?;
         Ok(AppState {
             login: Arc::new(login),
             config: Arc::new(config),
             store,
             keys: Arc::new(keys),
+            revocations: Arc::default(),
         })
     }
 }

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use mcpgw_sidecar::config::{Config, LogFormat};
-use mcpgw_sidecar::{AppState, key_storage, keys, now, router, store::Store};
+use mcpgw_sidecar::{AppState, durability, key_storage, keys, now, router, store::Store};
 use tracing_subscriber::EnvFilter;
 
 /// mcpgw's OAuth 2.1 authorization server.
@@ -78,8 +78,13 @@ async fn run(config: Config, command: Command) -> anyhow::Result<()> {
         }
         Command::RotateKeys => {
             let store = Store::connect(config.redis_url.expose(), &config.key_prefix).await?;
-            let kid = keys::rotate_stored(&key_storage(&config, &store), config.signing_alg, now())
-                .await?;
+            let kid = keys::rotate_stored(
+                &key_storage(&config, &store),
+                config.signing_alg,
+                keys::keep_replaced_keys(&config),
+                now(),
+            )
+            .await?;
             println!(
                 "rotated: new signing key {kid}; running sidecars adopt it within {}s",
                 keys::RELOAD_INTERVAL.as_secs()
@@ -94,20 +99,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listen = config.listen;
     let rotation = config.key_rotation;
     let state = AppState::new(config).await?;
-    let ring = state.keys.clone();
-    let reloader = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(keys::RELOAD_INTERVAL);
-        loop {
-            tick.tick().await;
-            let result = match rotation {
-                Some(every) => ring.rotate_if_due(every, now()).await,
-                None => ring.reload().await,
-            };
-            if let Err(e) = result {
-                tracing::warn!(error = %e, "cannot reload the signing keys");
-            }
-        }
-    });
+    let watch = tokio::spawn(durability::watch(state.clone(), rotation));
     // Answers are small writes; none should wait for the client's delayed ACK.
     let listener = tokio::net::TcpListener::bind(listen).await?.tap_io(|tcp| {
         if let Err(e) = tcp.set_nodelay(true) {
@@ -121,7 +113,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     )
     .with_graceful_shutdown(shutdown_signal())
     .await?;
-    reloader.abort();
+    watch.abort();
     tracing::info!("mcpgw-sidecar stopped");
     Ok(())
 }

@@ -16,7 +16,6 @@ use axum::routing::{get, post};
 use axum::{Form, Json, Router};
 use mcpgw_core::auth::{VerifyOptions, verify_signature};
 use mcpgw_core::claims::AccessTokenClaims;
-use mcpgw_core::revocation::RevokedFeed;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -151,8 +150,9 @@ async fn introspect(
     }
 }
 
-/// The revocation feed. Without Redis: 503 `temporarily_unavailable` (the edge keeps its last list).
+/// The revocation feed: Redis' list and what this sidecar saw listed before (written back to
+/// Redis when it lost it). Without Redis: 503 `temporarily_unavailable` (the edge keeps its list).
 async fn revoked(State(state): State<AppState>) -> Result<Response, OAuthError> {
-    let revoked = state.store.revoked().await?;
-    Ok(no_store(Json(RevokedFeed { revoked }).into_response()))
+    let feed = state.revocations.sync(&state.store).await?;
+    Ok(no_store(Json(feed).into_response()))
 }

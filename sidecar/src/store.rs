@@ -26,6 +26,7 @@ use std::time::Duration;
 
 use mcpgw_core::auth::DEFAULT_LEEWAY_SECS;
 use mcpgw_core::claims::Scopes;
+use mcpgw_core::revocation::RevokedJti;
 use redis::AsyncCommands;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::de::DeserializeOwned;
@@ -214,6 +215,11 @@ pub fn hash(secret: &str) -> String {
 /// that long after `exp` (core's default clock leeway), so the edge must keep refusing it as long.
 pub const REVOKED_GRACE_SECS: u64 = DEFAULT_LEEWAY_SECS;
 
+/// How long connecting to Redis may take (it is local or in the same cluster).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(150);
+/// How long one Redis command may take before it fails.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_millis(300);
+
 fn secs(d: Duration) -> u64 {
     d.as_secs().max(1)
 }
@@ -234,15 +240,16 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Connects to `url`; every key starts with `prefix`. Operations time out after 2 s, and the
-    /// connection is re-established after Redis restarts.
+    /// Connects to `url`; every key starts with `prefix`. While Redis is down or hung an operation
+    /// fails within [`CONNECT_TIMEOUT`] (one connection attempt, no retry: the next operation
+    /// tries again) or [`RESPONSE_TIMEOUT`], so a request answers 503 within half a second; the
+    /// connection is re-established once Redis is back.
     pub async fn connect(url: &str, prefix: &str) -> Result<Store, StoreError> {
         let client = redis::Client::open(url)?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(2))
-            .set_number_of_retries(3)
-            .set_max_delay(500);
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT)
+            .set_number_of_retries(0);
         let conn = ConnectionManager::new_with_config(client, config).await?;
         Ok(Store {
             conn,
@@ -479,21 +486,22 @@ impl Store {
         format!("{}oauth:revoked", self.prefix)
     }
 
-    /// Deletes `keys` and lists `tokens` (`jti`, `exp`) in `oauth:revoked`, in one transaction,
-    /// pruning the members whose `exp` is past the grace.
+    /// Deletes `keys` and lists `tokens` in `oauth:revoked`, in one transaction, pruning the
+    /// members whose `exp` is past the grace.
     async fn revoke_keys(
         &self,
         keys: Vec<String>,
-        tokens: &[(String, u64)],
+        tokens: &[RevokedJti],
     ) -> Result<(), StoreError> {
         let revoked = self.revoked_key();
         let mut pipe = redis::pipe();
-        pipe.atomic().del(keys).ignore();
+        pipe.atomic();
+        if !keys.is_empty() {
+            pipe.del(keys).ignore();
+        }
         if !tokens.is_empty() {
-            let members: Vec<(u64, &str)> = tokens
-                .iter()
-                .map(|(jti, exp)| (*exp, jti.as_str()))
-                .collect();
+            let members: Vec<(u64, &str)> =
+                tokens.iter().map(|t| (t.exp, t.jti.as_str())).collect();
             pipe.zadd_multiple(&revoked, &members).ignore();
         }
         pipe.zrembyscore(
@@ -509,15 +517,24 @@ impl Store {
     /// Revokes the access token `jti`, which expires at `exp`: it is no longer live, and the edge's
     /// revocation feed lists it until then.
     pub async fn revoke_token(&self, jti: &str, exp: u64) -> Result<(), StoreError> {
-        self.revoke_keys(vec![self.key("token", jti)], &[(jti.to_owned(), exp)])
+        let token = RevokedJti {
+            jti: jti.to_owned(),
+            exp,
+        };
+        self.revoke_keys(vec![self.key("token", jti)], &[token])
             .await
     }
 
-    /// The revocation feed: the `jti`s of revoked access tokens whose `exp` is not past the grace
-    /// (the others are pruned here).
-    pub async fn revoked(&self) -> Result<Vec<String>, StoreError> {
+    /// Lists `tokens` in `oauth:revoked` again (what a Redis that lost its data gets back).
+    pub async fn relist_revoked(&self, tokens: &[RevokedJti]) -> Result<(), StoreError> {
+        self.revoke_keys(Vec::new(), tokens).await
+    }
+
+    /// The revocation feed: the revoked access tokens whose `exp` is not past the grace (the
+    /// others are pruned here).
+    pub async fn revoked(&self) -> Result<Vec<RevokedJti>, StoreError> {
         let key = self.revoked_key();
-        let (jtis,): (Vec<String>,) = redis::pipe()
+        let (listed,): (Vec<(String, u64)>,) = redis::pipe()
             .atomic()
             .zrembyscore(
                 &key,
@@ -525,10 +542,19 @@ impl Store {
                 crate::now().saturating_sub(REVOKED_GRACE_SECS),
             )
             .ignore()
-            .zrange(&key, 0, -1)
+            .zrange_withscores(&key, 0, -1)
             .query_async(&mut self.conn())
             .await?;
-        Ok(jtis)
+        Ok(listed
+            .into_iter()
+            .map(|(jti, exp)| RevokedJti { jti, exp })
+            .collect())
+    }
+
+    /// Whether `oauth:revoked` lists the access token `jti`.
+    pub async fn is_revoked(&self, jti: &str) -> Result<bool, StoreError> {
+        let score: Option<u64> = self.conn().zscore(self.revoked_key(), jti).await?;
+        Ok(score.is_some())
     }
 
     /// Revokes a whole family: every access and refresh token it issued. Its live access tokens
@@ -556,7 +582,10 @@ impl Store {
                 .await?;
             for ((jti, key), raw) in jtis.into_iter().zip(token_keys).zip(raws) {
                 if let Some(record) = Self::parse::<TokenRecord>(key, raw)? {
-                    tokens.push((jti.to_owned(), record.exp));
+                    tokens.push(RevokedJti {
+                        jti: jti.to_owned(),
+                        exp: record.exp,
+                    });
                 }
             }
         }

@@ -2,8 +2,9 @@
 //! `Authorization` and `X-Forwarded-Host`/`X-Forwarded-Uri`; the resource is chosen from those
 //! with core's matching, and the decision is core's [`authenticate`], so the answer (status,
 //! `WWW-Authenticate`, body) is exactly the JWT filter's. On top, the sidecar checks revocation
-//! (the token's `oauth:token:{jti}` must still exist) and refuses a revoked token with core's
-//! revoked denial, the JWT filter's answer to a token in its revocation feed. Allowed: 200 with
+//! (the `jti` listed in `oauth:revoked`, or seen listed before: the feed's sticky rule) and
+//! refuses a revoked token with core's revoked denial, the JWT filter's answer to a token in its
+//! revocation feed. Allowed: 200 with
 //! the identity headers, which Traefik copies upstream (`authResponseHeaders`). A path that names no configured
 //! resource is refused with 404 (fail closed). A CORS preflight (`X-Forwarded-Method: OPTIONS`
 //! with `Access-Control-Request-Method`) passes without a token and without identity headers.
@@ -93,9 +94,11 @@ async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Response {
             return denial_response(denial);
         }
     };
-    match state.store.token_live(&identity.jti).await {
-        Ok(true) => {}
-        Ok(false) => {
+    // Revoked: listed in Redis now, or seen listed before (core's sticky rule, which the JWT
+    // filter follows too, so both edges answer alike after Redis lost its data).
+    match state.store.is_revoked(&identity.jti).await {
+        Ok(false) if !state.revocations.contains(&identity.jti) => {}
+        Ok(_) => {
             tracing::debug!(jti = %identity.jti, "verify: token revoked");
             return denial_response(deny(DenyReason::Revoked, resource));
         }

@@ -52,7 +52,10 @@ struct Sidecar {
     issuer: String,
     resource: String,
     state: AppState,
-    _upstream: Option<Proc>,
+    upstream: Option<Proc>,
+    /// The upstream's port and environment (to restart it).
+    upstream_port: u16,
+    upstream_env: Vec<(&'static str, String)>,
 }
 
 fn node(script: &str, port: u16, env: &[(&str, String)]) -> Proc {
@@ -75,7 +78,18 @@ impl Sidecar {
         let callback = format!("{issuer}/oauth/callback");
         let upstream_port = free_port();
         let upstream_url = format!("http://127.0.0.1:{upstream_port}");
-        let (upstream_toml, proc) = match login {
+        let oidc_env = |secret: &str| {
+            vec![
+                ("OIDC_CLIENT_ID", "mcpgw-test".to_owned()),
+                ("OIDC_CLIENT_SECRET", secret.to_owned()),
+                ("OIDC_REDIRECT_URIS", callback.clone()),
+            ]
+        };
+        let github_env = vec![
+            ("GITHUB_CLIENT_ID", "gh-test".to_owned()),
+            ("GITHUB_CLIENT_SECRET", "gh-secret".to_owned()),
+        ];
+        let (upstream_toml, proc, upstream_env) = match login {
             Login::Oidc | Login::OidcPublic => {
                 let secret = if matches!(login, Login::Oidc) {
                     "test-secret"
@@ -95,12 +109,9 @@ impl Sidecar {
                     Some(node(
                         "tests/oidc/server.mjs",
                         upstream_port,
-                        &[
-                            ("OIDC_CLIENT_ID", "mcpgw-test".into()),
-                            ("OIDC_CLIENT_SECRET", secret.into()),
-                            ("OIDC_REDIRECT_URIS", callback.clone()),
-                        ],
+                        &oidc_env(secret),
                     )),
+                    oidc_env(secret),
                 )
             }
             Login::Github => (
@@ -111,17 +122,16 @@ impl Sidecar {
                 Some(node(
                     "tests/github_standin/server.mjs",
                     upstream_port,
-                    &[
-                        ("GITHUB_CLIENT_ID", "gh-test".into()),
-                        ("GITHUB_CLIENT_SECRET", "gh-secret".into()),
-                    ],
+                    &github_env,
                 )),
+                github_env.clone(),
             ),
             Login::Unreachable => (
                 format!(
                     "kind = \"oidc\"\nissuer = \"{upstream_url}\"\nclient_id = \"x\"\nclient_secret = \"y\""
                 ),
                 None,
+                Vec::new(),
             ),
         };
         let resource = format!("{issuer}/everything/mcp");
@@ -171,8 +181,23 @@ path_prefix = "/memory/mcp"
             issuer,
             resource,
             state,
-            _upstream: proc,
+            upstream: proc,
+            upstream_port,
+            upstream_env,
         }
+    }
+
+    /// Restarts the OpenID provider on its port: it signs with a new key under the same `kid`
+    /// (tests/oidc makes its key at start), and its sessions are gone.
+    fn restart_oidc(&mut self) {
+        if let Some(mut old) = self.upstream.take() {
+            old.stop();
+        }
+        self.upstream = Some(node(
+            "tests/oidc/server.mjs",
+            self.upstream_port,
+            &self.upstream_env,
+        ));
     }
 
     /// Registers a public client with `REDIRECT_URI` (through the store: registration is not
@@ -898,4 +923,37 @@ async fn oidc_login_as_a_public_client_of_the_provider() {
     let grant = approved_grant(&sidecar, &mut browser, &consent).await;
     assert_eq!(grant.user.sub, "oidc:alice");
     assert_eq!(grant.user.groups, vec!["engineering".to_string()]);
+}
+
+#[tokio::test]
+async fn a_provider_key_replaced_under_the_same_kid_is_fetched_again_at_the_next_login() {
+    let mut sidecar = Sidecar::start(Login::Oidc).await;
+    let client_id = sidecar.client("Notes").await;
+    let (mut browser, login_page) = sidecar.open_login(&client_id).await;
+    let consent = oidc_login(&mut browser, &login_page, "alice", "alice-password").await;
+    assert_html_page(&consent, 200);
+    let jwks = |port: u16| async move {
+        reqwest::get(format!("http://127.0.0.1:{port}/jwks"))
+            .await
+            .unwrap()
+            .json::<serde_json::Value>()
+            .await
+            .unwrap()
+    };
+    let jwks_before = jwks(sidecar.upstream_port).await;
+
+    // The provider restarts with a new key under the same `kid`; the sidecar keeps running.
+    sidecar.restart_oidc();
+    let jwks_after = jwks(sidecar.upstream_port).await;
+    assert_eq!(jwks_after["keys"][0]["kid"], jwks_before["keys"][0]["kid"]);
+    assert_ne!(jwks_after["keys"][0]["n"], jwks_before["keys"][0]["n"]);
+
+    // The next login verifies the ID token with the refetched key and reaches the consent page.
+    let (mut browser, login_page) = sidecar.open_login(&client_id).await;
+    let next = oidc_login(&mut browser, &login_page, "alice", "alice-password").await;
+    assert_html_page(&next, 200);
+    assert!(
+        next.body.contains("name=\"consent\""),
+        "login failed after the key change: {next:?}"
+    );
 }

@@ -69,9 +69,15 @@ class Stack:
         parts += [f"--- {p.name}\n{_tail(p)}" for p in sorted(self.state_dir.glob("*.log"))]
         return "\n".join(parts)
 
+    def refresh(self) -> dict:
+        """Reads stack.json again (run.py rewrites it when it restarts a process)."""
+        self.info = json.loads((self.state_dir / "stack.json").read_text())
+        return self.info
+
     def stop(self) -> None:
         """Ctrl-C; the runner must exit 0 and leave none of its processes behind."""
         if self.proc.poll() is None:
+            self.refresh()
             self.proc.send_signal(signal.SIGINT)
             try:
                 self.proc.wait(STOP_TIMEOUT)

@@ -6,8 +6,9 @@
 //!   the workers share: the JWKS and the revocation list, each with a generation number the
 //!   workers compare against on every request. On the main thread, once a second, it fetches the
 //!   JWKS when its refresh interval is due (a remote key source) and the revocation feed every
-//!   `refresh_interval`: a fetched list replaces the previous one, and while the feed is down the
-//!   last list keeps applying (one warning per outage).
+//!   `refresh_interval`: a listed `jti` stays refused until its token expires, whatever a later
+//!   list says, and while the feed is down the known list keeps applying (one warning per
+//!   outage).
 //! - Each worker has its own token cache and its own view of the keys and the list, cleared and
 //!   renewed when the shared generation moves.
 //! - Each request goes through [`gate`] as in the proxy-wasm module. With no keys yet, or a token
@@ -392,6 +393,8 @@ impl abi::FilterConfig for JwtConfig {
                     "mcpgw jwt filter:",
                     r.status.map(String::from_utf8_lossy).as_deref(),
                     &r.body,
+                    now_ms(),
+                    self.shared.config.verify.leeway_secs,
                 ),
                 None => {
                     main.feed.failed("mcpgw jwt filter:", "did not answer");

@@ -6,7 +6,7 @@
 use mcpgw_core::auth::{self, Decision, Denial, DenyReason, TokenCache, VerifyError};
 use mcpgw_core::identity;
 use mcpgw_core::jwk::KeySet;
-use mcpgw_core::revocation::RevokedTokens;
+use mcpgw_core::revocation::{RevokedFeed, RevokedTokens};
 use mcpgw_core::route;
 
 use crate::config::{Config, Fetch};
@@ -203,8 +203,9 @@ pub fn fetched_keys(status: Option<&str>, body: &[u8], known: usize) -> Option<K
     Some(keys)
 }
 
-/// The revocation feed's state: the revoked `jti`s as last fetched (empty until the feed first
-/// answers); while the feed is down the last list keeps applying, with one warning per outage.
+/// The revocation feed's state: the revoked `jti`s every fetched list named, each until its token
+/// expires whatever a later list says (core's sticky rule; empty until the feed first answers);
+/// while the feed is down the known list keeps applying, with one warning per outage.
 #[derive(Debug, Default)]
 pub struct Feed {
     revoked: RevokedTokens,
@@ -217,25 +218,46 @@ impl Feed {
         &self.revoked
     }
 
-    /// Takes a feed answer (`status` is its `:status`): a list replaces the last one; anything
-    /// else keeps it. `who` prefixes the log lines. True when the list changed.
-    pub fn answered(&mut self, who: &str, status: Option<&str>, body: &[u8]) -> bool {
-        let list = match status {
-            Some("200") => RevokedTokens::from_json(body)
-                .map_err(|e| format!("returned an invalid list ({e})")),
+    /// Takes a feed answer (`status` is its `:status`) at `now_ms`: the listed `jti`s join the
+    /// known ones, which leave only once their `exp` plus `leeway_secs` has passed; anything but
+    /// a list keeps what is known. `who` prefixes the log lines. True when the known list changed.
+    pub fn answered(
+        &mut self,
+        who: &str,
+        status: Option<&str>,
+        body: &[u8],
+        now_ms: u64,
+        leeway_secs: u64,
+    ) -> bool {
+        let feed = match status {
+            Some("200") => {
+                RevokedFeed::from_json(body).map_err(|e| format!("returned an invalid list ({e})"))
+            }
             other => Err(format!("answered status {}", other.unwrap_or("none"))),
         };
-        match list {
-            Ok(list) => {
+        match feed {
+            Ok(feed) => {
                 if self.down {
                     log::info!("{who} revocation feed answers again");
                 }
                 self.down = false;
-                let changed = list != self.revoked;
+                let (before, listed) = (self.revoked.len(), feed.revoked.len());
+                let added = self
+                    .revoked
+                    .absorb(feed.revoked, now_ms / 1000, leeway_secs);
+                let changed = added > 0 || self.revoked.len() != before;
                 if changed {
-                    log::debug!("{who} revocation list: {} token(s)", list.len());
+                    log::debug!(
+                        "{who} revocation list: {added} new, {} known token(s)",
+                        self.revoked.len()
+                    );
                 }
-                self.revoked = list;
+                if listed < self.revoked.len() {
+                    log::debug!(
+                        "{who} revocation feed lists {listed} of {} known token(s); the others stay refused",
+                        self.revoked.len()
+                    );
+                }
                 changed
             }
             Err(why) => {
@@ -249,7 +271,7 @@ impl Feed {
     pub fn failed(&mut self, who: &str, why: &str) {
         if !self.down {
             log::warn!(
-                "{who} revocation feed {why}; keeping the last list ({} token(s)) until it answers",
+                "{who} revocation feed {why}; keeping the known list ({} token(s)) until it answers",
                 self.revoked.len()
             );
         }

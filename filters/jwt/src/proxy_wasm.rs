@@ -8,9 +8,10 @@
 //!   remote JWKS, refreshes the keys on a timer. The fetched JWKS lives in the VM's shared data so
 //!   every thread uses one copy; a lease in shared data makes one thread fetch at a time. With a
 //!   revocation feed, each root also fetches the list of revoked `jti`s (the sidecar's
-//!   `GET /revoked`) every `refresh_interval` into its own thread's state: a fetched list replaces
-//!   the previous one, and while the feed is down the last list keeps applying (one warning per
-//!   outage).
+//!   `GET /revoked`) every `refresh_interval` into its own thread's state: a listed `jti` stays
+//!   refused until its token expires, whatever a later list says (a sidecar whose Redis lost its
+//!   data lists nothing), and while the feed is down the known list keeps applying (one warning
+//!   per outage).
 //! - Each request: client-sent identity headers are stripped, RFC 9728 metadata is served, CORS
 //!   preflights and unprotected paths go through, and core decides. With no keys yet, or a token
 //!   signed by an unknown `kid`, the root fetches the JWKS once (rate-limited) and the request
@@ -363,7 +364,9 @@ impl JwtRoot {
         };
         if self.feed_fetch == Some(token) {
             self.feed_fetch = None;
-            w.feed.answered(&format!("#{root}"), status, &body);
+            let leeway = w.config.verify.leeway_secs;
+            w.feed
+                .answered(&format!("#{root}"), status, &body, abi::now_ms(), leeway);
         } else if self.fetch == Some(token) {
             self.fetch = None;
             if let Some((_, shared)) = w.remote() {

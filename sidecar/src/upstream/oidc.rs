@@ -2,12 +2,14 @@
 //!
 //! Discovery (`/.well-known/openid-configuration`, whose `issuer` must equal the configured one)
 //! runs on first use and is cached; the JWKS is cached and fetched again when an ID token names a
-//! key it does not hold (key rotation). The authorization request carries PKCE (S256), `state`
+//! key it does not hold or its signature fails under a known `kid` (key rotation, also under the
+//! same `kid`), at most once per [`REFETCH_MIN_INTERVAL`]. The authorization request carries PKCE (S256), `state`
 //! and `nonce`; the token request authenticates with `client_secret_basic`. The ID token is
 //! verified (signature against the JWKS, `iss`, `aud`/`azp`, `exp`, `iat`, `nonce`) before
 //! userinfo is read with the access token; userinfo's `sub` must match the ID token's (§5.3.2).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::Mutex;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -21,6 +23,8 @@ use crate::store::User;
 
 /// Seconds of clock skew tolerated on the ID token's `exp` and `iat`.
 const LEEWAY_SECS: u64 = 60;
+/// The least time between two JWKS fetches caused by an ID token the cached keys do not verify.
+pub const REFETCH_MIN_INTERVAL: Duration = Duration::from_secs(10);
 
 /// The part of the provider's metadata the connector uses.
 #[derive(Clone, Debug, Deserialize)]
@@ -76,6 +80,8 @@ pub struct OidcConnector {
     http: reqwest::Client,
     metadata: OnceCell<ProviderMetadata>,
     keys: RwLock<Option<ProviderKeys>>,
+    /// When an ID token the cached keys did not verify last caused a fetch.
+    refetched: Mutex<Option<Instant>>,
 }
 
 impl OidcConnector {
@@ -91,6 +97,7 @@ impl OidcConnector {
             http: http_client()?,
             metadata: OnceCell::new(),
             keys: RwLock::new(None),
+            refetched: Mutex::new(None),
         })
     }
 
@@ -149,19 +156,36 @@ impl OidcConnector {
         Ok(keys)
     }
 
-    /// Verifies the ID token's signature, fetching the JWKS again once if the key is unknown.
+    /// Whether a fetch caused by an unverified ID token may happen now (and notes it if so).
+    fn may_refetch(&self, now: Instant) -> bool {
+        let mut last = match self.refetched.lock() {
+            Ok(l) => l,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if last.is_some_and(|t| now.duration_since(t) < REFETCH_MIN_INTERVAL) {
+            return false;
+        }
+        *last = Some(now);
+        true
+    }
+
+    /// Verifies the ID token's signature. When cached keys do not verify it (its `kid` is
+    /// unknown, or the key under its `kid` was replaced), fetches the JWKS again, rate-limited.
     async fn verify_signature(
         &self,
         metadata: &ProviderMetadata,
         id_token: &str,
     ) -> Result<Vec<u8>, UpstreamError> {
         let cached = self.keys.read().await.clone();
-        let keys = match cached {
-            Some(keys) => keys,
-            None => self.fetch_keys(metadata).await?,
+        let (keys, fresh) = match cached {
+            Some(keys) => (keys, false),
+            None => (self.fetch_keys(metadata).await?, true),
         };
         match jws::verify(id_token, &keys) {
-            Err(JwsError::UnknownKeyId(_)) => {
+            Err(e @ (JwsError::UnknownKeyId(_) | JwsError::BadSignature))
+                if !fresh && self.may_refetch(Instant::now()) =>
+            {
+                tracing::info!(error = %e, "the cached OpenID provider keys do not verify an ID token; fetching its JWKS again");
                 let keys = self.fetch_keys(metadata).await?;
                 jws::verify(id_token, &keys)
             }

@@ -3,7 +3,7 @@
 use axum::http::StatusCode;
 use mcpgw_core::jwk::{Algorithm, Jwks};
 use mcpgw_sidecar::config::Config;
-use mcpgw_sidecar::keys::{KeyStorage, rotate_stored};
+use mcpgw_sidecar::keys::{KeyStorage, keep_replaced_keys, rotate_stored};
 use mcpgw_testkit::scratch_dir;
 
 use crate::common::*;
@@ -109,13 +109,28 @@ async fn keys_persist_across_restarts_and_rotation_keeps_the_previous_key() {
         .contains(&new_kid)
     );
 
-    // The other instance adopts the rotated ring on reload; a second rotation drops the oldest.
+    // The other instance adopts the rotated ring on reload. A second rotation keeps every key
+    // whose tokens may still be live: the first token still verifies.
     first.state.keys.reload().await.unwrap();
     assert_eq!(jwks(&first.get("/.well-known/jwks.json").await), after);
     first.state.keys.rotate(mcpgw_sidecar::now()).await.unwrap();
     let third = jwks(&first.get("/.well-known/jwks.json").await);
-    assert_eq!(third.keys.len(), 2);
-    assert_eq!(third.keys[1], after.keys[0]);
+    assert_eq!(third.keys.len(), 3);
+    assert_eq!(third.keys[1..], after.keys[..]);
+    assert_eq!(
+        first
+            .verify("/everything/mcp", Some(old_token))
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Once the access-token lifetime and the leeway have passed since a key was replaced, the
+    // next rotation drops it.
+    let later = mcpgw_sidecar::now() + keep_replaced_keys(&first.state.config).as_secs();
+    first.state.keys.rotate(later).await.unwrap();
+    let fourth = jwks(&first.get("/.well-known/jwks.json").await);
+    assert_eq!(fourth.keys.len(), 2);
+    assert_eq!(fourth.keys[1], third.keys[0]);
 }
 
 #[tokio::test]
@@ -150,6 +165,7 @@ async fn keys_directory_persists_the_ring_in_a_private_file() {
     rotate_stored(
         &KeyStorage::Dir(dir.clone()),
         Algorithm::ES256,
+        keep_replaced_keys(&a.state.config),
         mcpgw_sidecar::now(),
     )
     .await

@@ -1,5 +1,6 @@
 //! The `mcpgw-sidecar` binary itself: configuration errors at start, JSON logs without secrets,
-//! reconnecting after a Redis restart, graceful shutdown on SIGTERM.
+//! failing fast while Redis is down or hung and reconnecting after, the key ring written back when
+//! Redis lost it, graceful shutdown on SIGTERM.
 
 use std::process::Command;
 use std::time::Duration;
@@ -10,6 +11,8 @@ use mcpgw_testkit::{Proc, free_port, scratch_dir, unique};
 use crate::common::*;
 
 const SIGTERM: i32 = 15;
+const SIGSTOP: i32 = 19;
+const SIGCONT: i32 = 18;
 
 fn sidecar(config: &str, port: u16, args: &[&str]) -> Proc {
     let path = scratch_dir().join(format!("{}.toml", unique("sidecar-config")));
@@ -67,81 +70,144 @@ fn a_bad_configuration_stops_the_start_naming_each_field() {
     );
 }
 
+/// A sidecar process on a Redis of its own, and what a test drives it with.
+struct Running {
+    redis_url: String,
+    config: String,
+    prefix: String,
+    port: u16,
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Running {
+    fn new(redis_port: u16) -> Running {
+        let redis_url = format!("redis://127.0.0.1:{redis_port}");
+        let config = config_text(&redis_url, "", "[registration]\nmode = \"open\"\n");
+        let prefix = config
+            .lines()
+            .find_map(|l| l.strip_prefix("key_prefix = "))
+            .unwrap()
+            .trim_matches('"')
+            .to_owned();
+        let port = free_port();
+        Running {
+            redis_url,
+            config,
+            prefix,
+            port,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    fn start(&self) -> Proc {
+        let mut p = sidecar(&self.config, self.port, &[]);
+        p.wait_ready(self.port, Duration::from_secs(20));
+        p
+    }
+
+    /// A whole token exchange through the process: the client registered, the code it redeemed,
+    /// the token answer.
+    async fn tokens(&self) -> (serde_json::Value, String, serde_json::Value) {
+        let (http, base) = (&self.http, &self.base);
+        let client: serde_json::Value = http
+            .post(format!("{base}/register"))
+            .json(&serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"]}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let client_id = client["client_id"].as_str().unwrap();
+        let store = Store::connect(&self.redis_url, &self.prefix).await.unwrap();
+        let code = unique("code") + "-secret-code-value";
+        let grant = mcpgw_sidecar::store::CodeGrant {
+            client_id: client_id.to_owned(),
+            redirect_uri: REDIRECT.to_owned(),
+            code_challenge: challenge(VERIFIER),
+            resource: EVERYTHING.to_owned(),
+            scope: Default::default(),
+            user: alice(),
+            issued_at: mcpgw_sidecar::now(),
+        };
+        store
+            .put_code(&code, &grant, Duration::from_secs(60))
+            .await
+            .unwrap();
+        let form = [
+            ("grant_type", "authorization_code"),
+            ("client_id", client_id),
+            ("code", &code),
+            ("redirect_uri", REDIRECT),
+            ("code_verifier", VERIFIER),
+        ];
+        let tokens: serde_json::Value = http
+            .post(format!("{base}/token"))
+            .form(&form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        (client, code, tokens)
+    }
+
+    /// `/verify`'s status for `token` at the `everything` resource.
+    async fn verify(&self, token: &str) -> u16 {
+        self.http
+            .get(format!("{}/verify", self.base))
+            .header("x-forwarded-host", "127.0.0.1:8080")
+            .header("x-forwarded-uri", "/everything/mcp")
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+}
+
+/// Every OAuth request answers 503 `temporarily_unavailable` within half a second, again and
+/// again (Redis is down or hung).
+async fn fails_fast(running: &Running, client_id: &str) {
+    let (http, base) = (&running.http, &running.base);
+    for _ in 0..3 {
+        for request in [
+            http.post(format!("{base}/register")).json(
+                &serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"}),
+            ),
+            http.post(format!("{base}/token")).form(&[
+                ("grant_type", "refresh_token"),
+                ("client_id", client_id),
+                ("refresh_token", "any"),
+            ]),
+        ] {
+            let started = std::time::Instant::now();
+            let r = request.send().await.unwrap();
+            let took = started.elapsed();
+            assert_eq!(r.status(), 503);
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"], "temporarily_unavailable");
+            assert!(took < Duration::from_millis(500), "took {took:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn serves_logs_json_without_secrets_survives_a_redis_restart_and_stops_gracefully() {
     let redis_port = free_port();
     let mut redis = redis_on(redis_port);
-    let redis_url = format!("redis://127.0.0.1:{redis_port}");
-    let config = config_text(&redis_url, "", "[registration]\nmode = \"open\"\n");
-    let prefix = config
-        .lines()
-        .find_map(|l| l.strip_prefix("key_prefix = "))
-        .unwrap()
-        .trim_matches('"')
-        .to_owned();
-    let port = free_port();
-    let mut p = sidecar(&config, port, &[]);
-    p.wait_ready(port, Duration::from_secs(20));
-    let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::new();
-
-    // A whole token exchange through the process.
-    let client: serde_json::Value = http
-        .post(format!("{base}/register"))
-        .json(&serde_json::json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none", "grant_types": ["authorization_code", "refresh_token"]}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let client_id = client["client_id"].as_str().unwrap();
-    let store = Store::connect(&redis_url, &prefix).await.unwrap();
-    let code = unique("code") + "-secret-code-value";
-    let grant = mcpgw_sidecar::store::CodeGrant {
-        client_id: client_id.to_owned(),
-        redirect_uri: REDIRECT.to_owned(),
-        code_challenge: challenge(VERIFIER),
-        resource: EVERYTHING.to_owned(),
-        scope: Default::default(),
-        user: alice(),
-        issued_at: mcpgw_sidecar::now(),
-    };
-    store
-        .put_code(&code, &grant, Duration::from_secs(60))
-        .await
-        .unwrap();
-    let form = [
-        ("grant_type", "authorization_code"),
-        ("client_id", client_id),
-        ("code", &code),
-        ("redirect_uri", REDIRECT),
-        ("code_verifier", VERIFIER),
-    ];
-    let tokens: serde_json::Value = http
-        .post(format!("{base}/token"))
-        .form(&form)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let running = Running::new(redis_port);
+    let mut p = running.start();
+    let (http, base) = (running.http.clone(), running.base.clone());
+    let (client, code, tokens) = running.tokens().await;
     let access = tokens["access_token"].as_str().unwrap().to_owned();
     let verify = |token: String| {
-        let http = http.clone();
-        let base = base.clone();
-        async move {
-            http.get(format!("{base}/verify"))
-                .header("x-forwarded-host", "127.0.0.1:8080")
-                .header("x-forwarded-uri", "/everything/mcp")
-                .bearer_auth(token)
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .as_u16()
-        }
+        let running = &running;
+        async move { running.verify(&token).await }
     };
     assert_eq!(verify(access.clone()).await, 200);
     // Query strings (codes at /oauth/callback) never reach the request spans.
@@ -152,6 +218,20 @@ async fn serves_logs_json_without_secrets_survives_a_redis_restart_and_stops_gra
         .unwrap()
         .status();
     assert_eq!(status, 200);
+
+    // Redis hangs (SIGSTOP): OAuth requests fail fast; it resumes: they work again.
+    redis.signal(SIGSTOP);
+    fails_fast(&running, client["client_id"].as_str().unwrap()).await;
+    redis.signal(SIGCONT);
+    let mut ok = false;
+    for _ in 0..50 {
+        if verify(access.clone()).await == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ok, "no recovery after Redis resumed:\n{}", p.log());
 
     // Redis goes away: not ready, /verify fails closed; it comes back: everything works again.
     redis.stop();
@@ -168,11 +248,26 @@ async fn serves_logs_json_without_secrets_survives_a_redis_restart_and_stops_gra
         }
     };
     assert_eq!(ready().await, 503);
+    let why: serde_json::Value = http
+        .get(format!("{base}/ready"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(why["status"], "redis unreachable");
+    assert!(
+        why["error"].as_str().is_some_and(|e| !e.is_empty()),
+        "{why}"
+    );
     assert_eq!(verify(access.clone()).await, 503);
     let feed = http.get(format!("{base}/revoked")).send().await.unwrap();
     assert_eq!(feed.status(), 503);
     let feed: serde_json::Value = feed.json().await.unwrap();
     assert_eq!(feed["error"], "temporarily_unavailable");
+    // Every OAuth request answers 503 with OAuth JSON within half a second, again and again.
+    fails_fast(&running, client["client_id"].as_str().unwrap()).await;
     let _redis = redis_on(redis_port);
     let mut ok = false;
     for _ in 0..50 {
@@ -202,4 +297,60 @@ async fn serves_logs_json_without_secrets_survives_a_redis_restart_and_stops_gra
         serde_json::from_str::<serde_json::Value>(line)
             .unwrap_or_else(|_| panic!("not JSON: {line}"));
     }
+}
+
+#[tokio::test]
+async fn the_key_ring_is_written_back_when_redis_lost_it_so_tokens_outlive_a_restart() {
+    let redis_port = free_port();
+    let _redis = redis_on(redis_port);
+    let running = Running::new(redis_port);
+    let mut p = running.start();
+    let (_, _, tokens) = running.tokens().await;
+    let access = tokens["access_token"].as_str().unwrap();
+    assert_eq!(running.verify(access).await, 200);
+    let jwks = |running: &Running| {
+        let (http, base) = (running.http.clone(), running.base.clone());
+        async move {
+            http.get(format!("{base}/.well-known/jwks.json"))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap()
+        }
+    };
+    let before = jwks(&running).await;
+
+    // Redis loses everything; the running sidecar notices and writes its ring back.
+    let mut redis = redis::Client::open(running.redis_url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("FLUSHALL")
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !p.log().contains("wrote it back") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no write-back:\n{}",
+            p.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A restart loads the same ring: the token issued before still verifies.
+    p.signal(SIGTERM);
+    assert_eq!(p.wait_exit(Duration::from_secs(10)), Some(Some(0)));
+    // (A new HTTP client: the old one's pooled connection went with the old process.)
+    let running = Running {
+        http: reqwest::Client::new(),
+        ..running
+    };
+    let _p = running.start();
+    assert_eq!(jwks(&running).await, before);
+    assert_eq!(running.verify(access).await, 200);
 }

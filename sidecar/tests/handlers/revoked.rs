@@ -1,9 +1,11 @@
 //! `GET /revoked`, the revocation feed the JWT filter fetches: what goes in (revoking an access
 //! token, revoking a grant family), what comes out (jtis not past their `exp` and the grace),
-//! and the denial `/verify` gives a revoked token, byte for byte core's.
+//! the denial `/verify` gives a revoked token, byte for byte core's, and both kept when Redis
+//! loses its data.
 
 use axum::http::{StatusCode, header};
 use mcpgw_core::auth::{DenyReason, deny};
+use mcpgw_core::revocation::RevokedJti;
 use mcpgw_sidecar::now;
 use mcpgw_sidecar::store::REVOKED_GRACE_SECS;
 use serde_json::json;
@@ -14,9 +16,43 @@ async fn feed(app: &App) -> Vec<String> {
     let r = app.get("/revoked").await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
-    let mut jtis: Vec<String> = serde_json::from_value(r.json["revoked"].clone()).unwrap();
+    let listed: Vec<RevokedJti> = serde_json::from_value(r.json["revoked"].clone()).unwrap();
+    let mut jtis: Vec<String> = listed.into_iter().map(|r| r.jti).collect();
     jtis.sort();
     jtis
+}
+
+async fn redis_conn() -> redis::aio::MultiplexedConnection {
+    redis::Client::open(redis().url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// An access token issued and then revoked by its client.
+async fn revoked_token(app: &App) -> String {
+    let (client, t) = app.tokens(EVERYTHING, "").await;
+    let access = t["access_token"].as_str().unwrap();
+    let r = app
+        .post_form(
+            "/revoke",
+            &[("token", access), ("client_id", &client)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    access.to_owned()
+}
+
+/// The score (`exp`) of `jti` in Redis' `oauth:revoked`.
+async fn score(app: &App, jti: String) -> Option<u64> {
+    redis::cmd("ZSCORE")
+        .arg(app.state.store.revoked_key())
+        .arg(jti)
+        .query_async(&mut redis_conn().await)
+        .await
+        .unwrap()
 }
 
 fn jti(access_token: &str) -> String {
@@ -29,16 +65,7 @@ async fn the_feed_lists_revoked_access_tokens_until_they_expire() {
     assert_eq!(app.get("/revoked").await.json, json!({ "revoked": [] }));
 
     // An access token revoked by itself.
-    let (client, t) = app.tokens(EVERYTHING, "").await;
-    let access = t["access_token"].as_str().unwrap();
-    let r = app
-        .post_form(
-            "/revoke",
-            &[("token", access), ("client_id", &client)],
-            None,
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK);
+    let access = &revoked_token(&app).await;
     assert_eq!(feed(&app).await, vec![jti(access)]);
 
     // A grant family revoked through its refresh token: its live access token is listed too; a
@@ -62,18 +89,10 @@ async fn the_feed_lists_revoked_access_tokens_until_they_expire() {
     assert!(!want.contains(&jti(untouched["access_token"].as_str().unwrap())));
 
     // Redis holds them in the sorted set, scored by `exp`.
-    let mut redis = redis::Client::open(redis().url())
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
-    let score: Option<u64> = redis::cmd("ZSCORE")
-        .arg(app.state.store.revoked_key())
-        .arg(jti(access))
-        .query_async(&mut redis)
-        .await
-        .unwrap();
-    assert_eq!(score, claims(access)["exp"].as_u64());
+    assert_eq!(
+        score(&app, jti(access)).await,
+        claims(access)["exp"].as_u64()
+    );
 
     // A token past its `exp` stays listed for the verifiers' leeway, then is pruned.
     let now = now();
@@ -95,14 +114,7 @@ async fn the_feed_lists_revoked_access_tokens_until_they_expire() {
 #[tokio::test]
 async fn verify_refuses_a_revoked_token_with_cores_revoked_denial() {
     let app = App::start().await;
-    let (client, t) = app.tokens(EVERYTHING, "").await;
-    let access = t["access_token"].as_str().unwrap();
-    app.post_form(
-        "/revoke",
-        &[("token", access), ("client_id", &client)],
-        None,
-    )
-    .await;
+    let access = &revoked_token(&app).await;
     let r = app.verify("/everything/mcp", Some(access)).await;
     let resource = app
         .state
@@ -117,4 +129,43 @@ async fn verify_refuses_a_revoked_token_with_cores_revoked_denial() {
         want.www_authenticate.as_deref()
     );
     assert_eq!(r.json.to_string(), want.body);
+}
+
+#[tokio::test]
+async fn a_revoked_token_stays_refused_and_listed_after_redis_lost_it() {
+    let app = App::start().await;
+    let access = &revoked_token(&app).await;
+    let (_, other) = app.tokens(EVERYTHING, "").await;
+    let live = other["access_token"].as_str().unwrap();
+    // The sidecar sees it listed (the edge's fetch).
+    assert_eq!(feed(&app).await, vec![jti(access)]);
+
+    // Redis loses every key of this sidecar.
+    let mut redis = redis_conn().await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}*", app.state.config.key_prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("DEL")
+        .arg(&keys)
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+
+    // `/verify` answers as the JWT filter, which keeps what its feed listed: the revoked token
+    // stays refused, the other one passes.
+    let r = app.verify("/everything/mcp", Some(access)).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(r.json["error_description"], "token revoked");
+    assert_eq!(
+        app.verify("/everything/mcp", Some(live)).await.status,
+        StatusCode::OK
+    );
+    // The feed lists it still, and Redis has it again, scored by its `exp`.
+    assert_eq!(feed(&app).await, vec![jti(access)]);
+    assert_eq!(
+        score(&app, jti(access)).await,
+        claims(access)["exp"].as_u64()
+    );
 }
