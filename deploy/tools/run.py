@@ -263,6 +263,8 @@ def sidecar_config(cfg: render.Config, listen: int, redis_port: int, oidc_issuer
         "upstream": upstream,
         "allow": allow,
         "resources": render.resources(cfg.public_url, cfg.enabled_servers()),
+        # Envoy's policy filter's, so /verify (Traefik) decides as Envoy does.
+        "policy": render.policy(cfg.enabled_servers()),
     }
     if cfg.access_token_lifetime:
         conf["tokens"] = {"access_token_lifetime": cfg.access_token_lifetime}

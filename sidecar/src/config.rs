@@ -9,9 +9,11 @@ use std::collections::BTreeSet;
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use mcpgw_core::jwk::Algorithm;
+use mcpgw_core::policy::{Policy, RawPolicy};
 use mcpgw_core::resource::{Resource, Resources};
 use serde::Deserialize;
 use url::Url;
@@ -93,6 +95,10 @@ pub struct RawConfig {
     /// The protected MCP resources (core's type; the canonical URL is the token audience).
     #[serde(default)]
     pub resources: Vec<Resource>,
+    /// The MCP authorization policy `/verify` enforces after the token (core's `RawPolicy`, the
+    /// policy filter's `servers`, `rules`, `limits`, `other_paths`); unset: `/verify` only
+    /// authenticates.
+    pub policy: Option<RawPolicy>,
 }
 
 /// Log output format.
@@ -279,6 +285,8 @@ pub struct Config {
     pub client_metadata: ClientMetadataConfig,
     /// The protected resources.
     pub resources: Resources,
+    /// The policy `/verify` enforces (unset: authentication only).
+    pub policy: Option<Arc<Policy>>,
 }
 
 /// Validated lifetimes.
@@ -625,6 +633,13 @@ impl TryFrom<RawConfig> for Config {
             errors.push(e.to_string());
             Resources::default()
         });
+        let policy = raw.policy.and_then(|p| match Policy::try_from(p) {
+            Ok(p) => Some(Arc::new(p)),
+            Err(e) => {
+                errors.extend(e.0.into_iter().map(|m| format!("policy: {m}")));
+                None
+            }
+        });
         let key_prefix = raw.key_prefix.unwrap_or_default();
         if key_prefix
             .chars()
@@ -650,6 +665,7 @@ impl TryFrom<RawConfig> for Config {
             allow: raw.allow,
             client_metadata,
             resources,
+            policy,
         })
     }
 }

@@ -100,12 +100,13 @@ pub fn key_storage(config: &Config, store: &Store) -> KeyStorage {
 
 /// The whole application.
 pub fn router(state: AppState) -> Router {
+    let verify = verify::routes(&state.config);
     Router::new()
         .merge(discovery::routes())
         .merge(register::routes())
         .merge(token::routes())
         .merge(revoke::routes())
-        .merge(verify::routes())
+        .merge(verify)
         // Mount point of the login part: GET /authorize, /oauth/* (sidecar/src/authorize/).
         .merge(authorize::routes())
         .layer(axum::middleware::map_response(log_internal_error))

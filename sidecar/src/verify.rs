@@ -1,28 +1,45 @@
 //! `GET|POST /verify`: Traefik ForwardAuth. Traefik sends the original request's
-//! `Authorization` and `X-Forwarded-Host`/`X-Forwarded-Uri`; the resource is chosen from those
-//! with core's matching, and the decision is core's [`authenticate`], so the answer (status,
-//! `WWW-Authenticate`, body) is exactly the JWT filter's. On top, the sidecar checks revocation
-//! (the `jti` listed in `oauth:revoked`, or seen listed before: the feed's sticky rule) and
-//! refuses a revoked token with core's revoked denial, the JWT filter's answer to a token in its
-//! revocation feed. Allowed: 200 with
-//! the identity headers, which Traefik copies upstream (`authResponseHeaders`). A path that names no configured
-//! resource is refused with 404 (fail closed). A CORS preflight (`X-Forwarded-Method: OPTIONS`
-//! with `Access-Control-Request-Method`) passes without a token and without identity headers.
+//! `Authorization`, MCP headers and `X-Forwarded-Method`/`-Host`/`-Uri`, and its body
+//! (`forwardBody`); `/verify` answers what Envoy's JWT filter and policy filter answer for that
+//! request, through the same core functions. The resource is chosen with core's matching and the
+//! token decided by core's [`authenticate`], so a refusal (status, `WWW-Authenticate`, body) is
+//! the JWT filter's. The sidecar then checks revocation (the `jti` listed in `oauth:revoked`, or
+//! seen listed before: the feed's sticky rule) and refuses a revoked token with core's revoked
+//! denial, the JWT filter's answer to a token in its revocation feed. With a configured `policy`,
+//! the request is then decided by core's [`Policy::authorize`] for the caller the token makes
+//! ([`Caller::from_identity`]), as the policy filter decides it: 403 with its JSON-RPC error when
+//! denied, 400 for a malformed body or MCP headers that disagree with it, 413 for a body over the
+//! policy's limit. Allowed: 200 with the identity headers, which Traefik copies upstream
+//! (`authResponseHeaders`). A path that names no configured resource is refused with 404 (fail
+//! closed). A CORS preflight (`X-Forwarded-Method: OPTIONS` with
+//! `Access-Control-Request-Method`) passes without a token and without identity headers.
 
 use axum::Router;
-use axum::extract::State;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use mcpgw_core::auth::{Decision, Denial, DenyReason, VerifyOptions, authenticate, deny};
+use mcpgw_core::identity::Identity;
+use mcpgw_core::mcp::McpHeaders;
+use mcpgw_core::policy::{Caller, HttpRequest, Policy};
 use mcpgw_core::route;
 
+use crate::config::Config;
 use crate::error::InternalCause;
-use crate::{AppState, now};
+use crate::{AppState, MAX_BODY_BYTES, now};
 
-/// The ForwardAuth route.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/verify", get(verify).post(verify))
+/// The ForwardAuth route. The body it reads is limited as the policy limits MCP bodies.
+pub fn routes(config: &Config) -> Router<AppState> {
+    let limit = config
+        .policy
+        .as_ref()
+        .map_or(MAX_BODY_BYTES, |p| p.limits.max_body_bytes);
+    Router::new()
+        .route("/verify", get(verify).post(verify))
+        .layer(DefaultBodyLimit::max(limit))
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -53,7 +70,11 @@ fn denial_response(denial: Denial) -> Response {
     r
 }
 
-async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Response {
+async fn verify(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
     let host = header_str(&headers, "x-forwarded-host");
     let uri = header_str(&headers, "x-forwarded-uri").unwrap_or("/");
     let Some(resource) = state.config.resources.find(host, uri) else {
@@ -112,8 +133,14 @@ async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Response {
             return r;
         }
     }
+    let forwarded = identity.headers();
+    if let Some(policy) = &state.config.policy
+        && let Some(refused) = policy_refusal(policy, &headers, &forwarded, body, &identity)
+    {
+        return refused;
+    }
     let mut response = StatusCode::OK.into_response();
-    for (name, value) in identity.headers() {
+    for (name, value) in forwarded {
         if let Ok(v) = HeaderValue::from_str(&value) {
             response
                 .headers_mut()
@@ -121,4 +148,60 @@ async fn verify(State(state): State<AppState>, headers: HeaderMap) -> Response {
         }
     }
     response
+}
+
+/// The policy filter's answer to the forwarded request, made by the same core calls in the same
+/// order (server by host and path, requests outside every server, declared and actual body size,
+/// then [`Policy::authorize`]); `None` lets it through.
+fn policy_refusal(
+    policy: &Policy,
+    headers: &HeaderMap,
+    forwarded: &[(&'static str, std::borrow::Cow<'_, str>)],
+    body: Result<Bytes, BytesRejection>,
+    identity: &Identity,
+) -> Option<Response> {
+    let host = header_str(headers, "x-forwarded-host");
+    let uri = header_str(headers, "x-forwarded-uri").unwrap_or("/");
+    let method = header_str(headers, "x-forwarded-method").unwrap_or("GET");
+    let server = policy
+        .server_index(host, uri)
+        .and_then(|i| policy.server_name(i));
+    if policy.passes_unchecked(server) {
+        return None;
+    }
+    let caller = Caller::from_identity(forwarded);
+    let mcp = McpHeaders {
+        protocol_version: header_str(headers, "mcp-protocol-version"),
+        method: header_str(headers, "mcp-method"),
+        name: header_str(headers, "mcp-name"),
+    };
+    let out = match (&caller, &body) {
+        (Err(e), _) => policy.refuse_malformed(server, method, *e),
+        // The only body that cannot be read whole is one over the limit.
+        (Ok(_), Err(_)) => policy.refuse_oversized(server, method),
+        (Ok(caller), Ok(body)) => policy.authorize(&HttpRequest {
+            server,
+            http_method: method,
+            mcp: &mcp,
+            caller,
+            body,
+        }),
+    };
+    let (why, status, body) = out.refusal?;
+    tracing::debug!(
+        refusal = why.as_str(),
+        jti = %identity.jti,
+        server = out.server.unwrap_or("-"),
+        method = %out.method,
+        rule = out.rule.unwrap_or("-"),
+        "verify: refused by the policy"
+    );
+    let status = u16::try_from(status)
+        .ok()
+        .and_then(|s| StatusCode::from_u16(s).ok())
+        .unwrap_or(StatusCode::FORBIDDEN);
+    Some(json_response(
+        status,
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
 }

@@ -432,3 +432,5 @@ def test_kubernetes_sidecar_config_has_the_resources_envoy_protects():
     jwt = json.loads(render.wasm_filters(k8s_envoy)[0]["configuration"]["value"])
     assert jwt["issuer"] == sidecar["issuer"]
     assert [r["canonical_url"] for r in jwt["resources"]] == [r["canonical_url"] for r in expected]
+    policy = json.loads(render.wasm_filters(k8s_envoy)[1]["configuration"]["value"])
+    assert sidecar["policy"] == {k: policy[k] for k in ("servers", "rules")}, "/verify must enforce Envoy's policy"

@@ -2,9 +2,10 @@
 (traefik/pkg/middlewares/auth/forward.go), with the middleware settings read from the shipped
 traefik/dynamic/mcpgw.yml:
 
-- the auth request is a GET to `address`, without body, carrying only `authRequestHeaders` from
-  the client's request (hop-by-hop headers removed) plus X-Forwarded-Method / -Proto / -Host /
-  -Uri / -For set by Traefik itself (trustForwardHeader: false, so client-sent ones are ignored);
+- the auth request is a GET to `address`, carrying only `authRequestHeaders` from the client's
+  request (hop-by-hop headers removed) plus X-Forwarded-Method / -Proto / -Host / -Uri / -For set
+  by Traefik itself (trustForwardHeader: false, so client-sent ones are ignored), and with
+  `forwardBody` the request's body (over `maxBodySize`: Traefik answers 401 itself);
 - a non-2xx answer goes back to the client as it is: status, headers, body;
 - on 2xx, each `authResponseHeaders` entry is removed from the request and copied from the
   answer, then every request header matching `authResponseHeadersRegex` is removed and the
@@ -65,7 +66,7 @@ class Traefik:
         for name in router["middlewares"]:
             middleware = DYNAMIC["middlewares"][name]
             if "forwardAuth" in middleware:
-                answer, auth_request = self.forward_auth(middleware["forwardAuth"], method, uri, headers)
+                answer, auth_request = self.forward_auth(middleware["forwardAuth"], method, uri, headers, body)
                 if answer is not None:
                     return Sent(answer, auth_request, None)
             elif "headers" in middleware:
@@ -84,7 +85,7 @@ class Traefik:
                                            headers=headers, content=body)
         return Sent(self.http.send(upstream), auth_request, upstream)
 
-    def forward_auth(self, conf: dict, method: str, uri: str, headers: dict[str, str]):
+    def forward_auth(self, conf: dict, method: str, uri: str, headers: dict[str, str], body: bytes):
         allowed = [h.lower() for h in conf.get("authRequestHeaders", [])]
         sent = {k: v for k, v in headers.items() if k not in HOP_BY_HOP and (not allowed or k in allowed)}
         sent.update({
@@ -95,7 +96,10 @@ class Traefik:
             "x-forwarded-uri": uri,
         })
         address = conf["address"].replace("http://127.0.0.1:8090", self.services["sidecar"])
-        auth_request = self.http.build_request("GET", address, headers=sent)
+        forwarded = body if conf.get("forwardBody") else b""
+        if len(forwarded) > conf.get("maxBodySize", -1) >= 0:
+            return httpx.Response(401), None
+        auth_request = self.http.build_request("GET", address, headers=sent, content=forwarded)
         answer = self.http.send(auth_request)
         if not 200 <= answer.status_code < 300:
             return answer, auth_request
@@ -134,10 +138,10 @@ def traefik(stack):
 
 
 def test_without_a_token_the_client_gets_verify_401_as_it_is(traefik, stack):
-    sent = traefik.request("POST", "/everything/mcp", {**MCP_HEADERS, "X-Forwarded-Host": "evil.example"},
-                           b'{"jsonrpc":"2.0","id":1,"method":"ping"}')
+    ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}'
+    sent = traefik.request("POST", "/everything/mcp", {**MCP_HEADERS, "X-Forwarded-Host": "evil.example"}, ping)
     auth = sent.auth_request
-    assert auth.method == "GET" and auth.content == b""
+    assert auth.method == "GET" and auth.content == ping
     assert auth.headers["x-forwarded-method"] == "POST"
     assert auth.headers["x-forwarded-host"] == traefik.host, "client-sent X-Forwarded-* must not reach /verify"
     assert sent.upstream_request is None, "the bridge must not be reached"
@@ -202,3 +206,58 @@ def test_a_revoked_token_is_refused_at_once(traefik, bob, stack):
     assert sent.response.status_code == 401
     assert sent.upstream_request is None
 
+
+
+@pytest.fixture(scope="module")
+def tokens(stack) -> dict[tuple[str, str], str]:
+    """An access token per (user, server) for alice (engineering) and bob (sales), each from the
+    sidecar through the SDK's OAuth flow; `time` is for sales only (the policy), so alice's token
+    for it is minted and then refused by the policy."""
+
+    async def token(login: str, server: str) -> str:
+        u = user(login)
+        client = McpUser(f"{stack.url}/{server}/mcp", Browser(u["login"], u["password"]))
+        async with client.http() as http:
+            await http.post(client.url, json=INITIALIZE, headers=MCP_HEADERS)
+        return client.access_token
+
+    return {(login, server): anyio.run(token, login, server)
+            for login in ("alice", "bob") for server in ("everything", "time")}
+
+
+def rpc(method: str, params: dict | None = None) -> bytes:
+    return json.dumps({"jsonrpc": "2.0", "id": 7, "method": method, **({"params": params} if params else {})}).encode()
+
+
+# (whose token, for which server) or None, then the request: method, path, extra headers, body.
+EDGE_TABLE = [
+    (None, "POST", "/time/mcp", {}, rpc("initialize", INITIALIZE["params"])),
+    (("bob", "everything"), "POST", "/everything/mcp", {}, rpc("initialize", INITIALIZE["params"])),
+    (("bob", "time"), "POST", "/time/mcp", {}, rpc("initialize", INITIALIZE["params"])),
+    (("alice", "time"), "POST", "/time/mcp", {}, rpc("initialize", INITIALIZE["params"])),
+    (("alice", "time"), "POST", "/time/mcp", {}, rpc("tools/call", {"name": "get_current_time"})),
+    (("alice", "time"), "GET", "/time/mcp", {}, b""),
+    (("alice", "time"), "DELETE", "/time/mcp", {"Mcp-Session-Id": "s"}, b""),
+    (("alice", "everything"), "POST", "/time/mcp", {}, rpc("initialize", INITIALIZE["params"])),
+    (("bob", "time"), "POST", "/time/mcp", {"Mcp-Method": "tools/list"}, rpc("ping")),
+    (("bob", "time"), "POST", "/time/mcp", {}, b"{not json"),
+    (("bob", "time"), "POST", "/time/mcp", {}, b"[" + b",".join([rpc("ping")] * 40) + b"]"),
+    (("alice", "time"), "POST", "/time/mcp", {}, b"[" + rpc("ping") + b"," + rpc("tools/list") + b"]"),
+]
+
+
+@pytest.mark.parametrize("row", range(len(EDGE_TABLE)))
+def test_verify_decides_each_request_as_envoy_does(row, traefik, tokens, stack):
+    who, method, path, extra, body = EDGE_TABLE[row]
+    headers = {**MCP_HEADERS, **extra}
+    if who:
+        headers["Authorization"] = f"Bearer {tokens[who]}"
+    envoy = httpx.request(method, stack.url + path, headers=headers, content=body, timeout=30)
+    sent = traefik.request(method, path, headers, body)
+    assert sent.response.status_code == envoy.status_code, (
+        f"{who} {method} {path}: Envoy {envoy.status_code} {envoy.text[:200]!r}, "
+        f"Traefik {sent.response.status_code} {sent.response.text[:200]!r}")
+    if envoy.status_code in (400, 403, 413):
+        # Refused by the policy at both edges: the same JSON-RPC error, from the same core call.
+        assert sent.upstream_request is None
+        assert sent.response.json() == envoy.json()

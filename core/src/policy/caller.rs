@@ -43,6 +43,21 @@ impl<'a> Caller<'a> {
         Self::from_values(CALLER_HEADERS.map(get))
     }
 
+    /// The caller an identity makes: the values the JWT filter forwards for it
+    /// ([`identity::Identity::headers`], encoded exactly), read as the policy filter reads them,
+    /// so that a shell holding the identity itself (the sidecar's `/verify`) asks the policy
+    /// exactly what the policy filter asks behind the JWT filter.
+    pub fn from_identity(
+        forwarded: &'a [(&'static str, Cow<'a, str>)],
+    ) -> Result<Self, MalformedIdentity> {
+        Self::from_headers(|name| {
+            forwarded
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| v.as_ref())
+        })
+    }
+
     /// Builds the caller from the values of the [`CALLER_HEADERS`], in that order.
     pub fn from_values(values: [Option<&'a str>; 6]) -> Result<Self, MalformedIdentity> {
         let [subject, user, email, groups, scopes, client_id] = values;
