@@ -1,8 +1,10 @@
-//! Discovery and liveness: RFC 8414 authorization server metadata (also served as
-//! `/.well-known/openid-configuration`), the JWKS, `/health` and `/ready`.
+//! Discovery and liveness: RFC 8414 authorization server metadata, RFC 9728 protected resource
+//! metadata (for an edge that routes `/.well-known/` here, such as Traefik), the JWKS, `/health`
+//! and `/ready`. No `/.well-known/openid-configuration`: the sidecar issues no ID tokens and
+//! refuses the `openid` scope.
 
 use axum::extract::State;
-use axum::http::{HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -15,7 +17,14 @@ use crate::config::Registration;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/.well-known/oauth-authorization-server", get(metadata))
-        .route("/.well-known/openid-configuration", get(metadata))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_metadata),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/{*path}",
+            get(resource_metadata),
+        )
         .route("/.well-known/jwks.json", get(jwks))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -43,8 +52,6 @@ pub fn metadata_document(state: &AppState) -> Value {
         "scopes_supported": c.scopes_supported(),
         "authorization_response_iss_parameter_supported": true,
         "client_id_metadata_document_supported": c.client_metadata.enabled,
-        "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [c.signing_alg.as_str()],
         "resource_parameter_supported": true,
     });
     if let (Registration::InitialAccessToken(_), Some(obj)) = (&c.registration, doc.as_object_mut())
@@ -59,6 +66,32 @@ async fn metadata(State(state): State<AppState>) -> Response {
         Json(metadata_document(&state)).into_response(),
         "public, max-age=300",
     )
+}
+
+/// The RFC 9728 document of the resource whose metadata URL this is, found by core's matching
+/// (the JWT filter answers the same on Envoy), with the same CORS header.
+async fn resource_metadata(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: Uri,
+) -> Response {
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let Some(resource) = state.config.resources.find_metadata(host, uri.path()) else {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": "not_found", "error_description": "no protected resource has its metadata here"})),
+        )
+            .into_response();
+    };
+    let mut r = cacheable(
+        Json(resource.metadata_document()).into_response(),
+        "no-store",
+    );
+    r.headers_mut().insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
 }
 
 async fn jwks(State(state): State<AppState>) -> Response {

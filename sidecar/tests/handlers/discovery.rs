@@ -1,6 +1,6 @@
 //! Discovery metadata, JWKS, key persistence and rotation, health and readiness.
 
-use axum::http::StatusCode;
+use axum::http::{StatusCode, header};
 use mcpgw_core::jwk::{Algorithm, Jwks};
 use mcpgw_sidecar::config::Config;
 use mcpgw_sidecar::keys::{KeyStorage, keep_replaced_keys, rotate_stored};
@@ -11,10 +11,8 @@ use crate::common::*;
 #[tokio::test]
 async fn metadata_lists_every_endpoint_and_capability() {
     let app = App::start().await;
-    for path in [
-        "/.well-known/oauth-authorization-server",
-        "/.well-known/openid-configuration",
-    ] {
+    {
+        let path = "/.well-known/oauth-authorization-server";
         let r = app.get(path).await;
         assert_eq!(r.status, StatusCode::OK);
         let m = &r.json;
@@ -46,6 +44,45 @@ async fn metadata_lists_every_endpoint_and_capability() {
         assert_eq!(m["authorization_response_iss_parameter_supported"], true);
         assert_eq!(m["client_id_metadata_document_supported"], true);
     }
+}
+
+#[tokio::test]
+async fn no_openid_configuration_while_openid_is_refused() {
+    let app = App::start().await;
+    assert_eq!(
+        app.get("/.well-known/openid-configuration").await.status,
+        StatusCode::NOT_FOUND
+    );
+    let m = app
+        .get("/.well-known/oauth-authorization-server")
+        .await
+        .json;
+    assert!(m.get("id_token_signing_alg_values_supported").is_none());
+    assert!(m.get("subject_types_supported").is_none());
+}
+
+#[tokio::test]
+async fn the_resource_metadata_url_of_verifys_401_is_served() {
+    let app = App::start().await;
+    for (path, resource) in [("/everything/mcp", EVERYTHING), ("/memory/mcp", MEMORY)] {
+        let challenge = app.verify(path, None).await.headers[header::WWW_AUTHENTICATE]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let url = challenge
+            .split("resource_metadata=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap();
+        let r = app.get(url.strip_prefix(ISSUER).unwrap()).await;
+        assert_eq!(r.status, StatusCode::OK, "{url}");
+        assert_eq!(r.json["resource"], resource);
+        assert_eq!(r.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN], "*");
+    }
+    let r = app
+        .get("/.well-known/oauth-protected-resource/nothing/mcp")
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
