@@ -164,6 +164,7 @@ async fn put_codes(store: &Store, client_id: &str, names: impl Iterator<Item = S
     let grant = CodeGrant {
         client_id: client_id.to_owned(),
         redirect_uri: REDIRECT.to_owned(),
+        redirect_uri_sent: true,
         code_challenge: URL_SAFE_NO_PAD.encode(Sha256::digest(VERIFIER.as_bytes())),
         resource: RESOURCE.to_owned(),
         scope: Scopes::default(),

@@ -148,8 +148,10 @@ pub struct User {
 pub struct CodeGrant {
     /// The client the code was issued to.
     pub client_id: String,
-    /// The redirect URI of the authorization request (must be repeated at /token).
+    /// The redirect URI of the authorization request (or the client's only registered one).
     pub redirect_uri: String,
+    /// Whether the authorization request named it (then /token must repeat it).
+    pub redirect_uri_sent: bool,
     /// The PKCE S256 code challenge (base64url of SHA-256 of the verifier).
     pub code_challenge: String,
     /// The canonical URL of the resource (the token audience).
@@ -192,13 +194,23 @@ pub struct RefreshRecord {
     pub exp: u64,
 }
 
+/// A redeemed code or rotated refresh token, kept so that its replay can revoke what it started:
+/// its grant family and the client it was issued to (only that client's replay revokes).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Used {
+    /// The grant family.
+    pub family: String,
+    /// The client the code or token was issued to.
+    pub client_id: String,
+}
+
 /// What a refresh-token lookup found.
 #[derive(Debug)]
 pub enum RefreshLookup {
     /// A live token; it is now consumed.
     Live(RefreshRecord),
     /// A token already rotated: reuse; its family is given so it can be revoked.
-    Reused(String),
+    Reused(Used),
     /// Unknown or expired.
     Unknown,
 }
@@ -369,18 +381,23 @@ impl Store {
         self.take_json("code", &hash(code)).await
     }
 
-    /// Records that `code` was redeemed and started `family` (so a replay can revoke it).
+    /// Reads an authorization code without consuming it.
+    pub async fn get_code(&self, code: &str) -> Result<Option<CodeGrant>, StoreError> {
+        self.get_json("code", &hash(code)).await
+    }
+
+    /// Records that `code` was redeemed and what it started (so its client's replay revokes it).
     pub async fn mark_code_used(
         &self,
         code: &str,
-        family: &str,
+        used: &Used,
         ttl: Duration,
     ) -> Result<(), StoreError> {
-        self.put_json("code_used", &hash(code), &family, ttl).await
+        self.put_json("code_used", &hash(code), used, ttl).await
     }
 
-    /// The family a redeemed code started, if `code` was redeemed before.
-    pub async fn code_used(&self, code: &str) -> Result<Option<String>, StoreError> {
+    /// What a redeemed code started, if `code` was redeemed before.
+    pub async fn code_used(&self, code: &str) -> Result<Option<Used>, StoreError> {
         self.get_json("code_used", &hash(code)).await
     }
 
@@ -460,6 +477,11 @@ impl Store {
         self.get_json("refresh", &hash(token)).await
     }
 
+    /// What a rotated refresh token belonged to, if `token` was rotated before.
+    pub async fn refresh_used(&self, token: &str) -> Result<Option<Used>, StoreError> {
+        self.get_json("refresh_used", &hash(token)).await
+    }
+
     /// Consumes a refresh token for rotation. A token that was rotated before reports its family
     /// ([`RefreshLookup::Reused`]).
     pub async fn take_refresh(
@@ -470,12 +492,15 @@ impl Store {
         let h = hash(token);
         match self.take_json::<RefreshRecord>("refresh", &h).await? {
             Some(r) => {
-                self.put_json("refresh_used", &h, &r.family, used_ttl)
-                    .await?;
+                let used = Used {
+                    family: r.family.clone(),
+                    client_id: r.client_id.clone(),
+                };
+                self.put_json("refresh_used", &h, &used, used_ttl).await?;
                 Ok(RefreshLookup::Live(r))
             }
-            None => Ok(match self.get_json::<String>("refresh_used", &h).await? {
-                Some(family) => RefreshLookup::Reused(family),
+            None => Ok(match self.refresh_used(token).await? {
+                Some(used) => RefreshLookup::Reused(used),
                 None => RefreshLookup::Unknown,
             }),
         }

@@ -1,8 +1,9 @@
 //! `POST /token` (OAuth 2.1 §3.2): the `authorization_code` grant (client authenticated as
 //! registered, PKCE S256 verified, the single-use code bound to client, redirect URI, challenge
-//! and resource; a replayed code revokes everything it issued) and the `refresh_token` grant
-//! (rotated on every use; a reused token revokes its whole family; bound to its client; the
-//! allow-list checked again). Access tokens are RFC 9068 JWTs built from core's
+//! and resource; the code's own client replaying it revokes everything it issued) and the
+//! `refresh_token` grant (rotated on every use; its own client reusing it revokes its whole
+//! family; the allow-list checked again). A code or refresh token presented by another client is
+//! refused and changes nothing; a refused refresh leaves the refresh token usable. Access tokens are RFC 9068 JWTs built from core's
 //! [`AccessTokenClaims`] and signed with the current key.
 
 use axum::extract::State;
@@ -20,7 +21,7 @@ use subtle::ConstantTimeEq;
 
 use crate::client_auth::{self, Presented};
 use crate::error::{ErrorCode, OAuthError, no_store};
-use crate::store::{Client, RefreshLookup, RefreshRecord, TokenRecord, User};
+use crate::store::{Client, RefreshLookup, RefreshRecord, TokenRecord, Used, User};
 use crate::upstream::random_token;
 use crate::{AppState, now};
 
@@ -131,22 +132,42 @@ async fn authorization_code(
     form: &TokenForm,
 ) -> Result<TokenResponse, OAuthError> {
     let code = required(&form.code, "code")?;
-    let redirect_uri = required(&form.redirect_uri, "redirect_uri")?;
     let verifier = required(&form.code_verifier, "code_verifier")?;
+    // Checked before anything is consumed or revoked: another client's code changes nothing.
+    let issued_to = match state.store.get_code(code).await? {
+        Some(grant) => Some(grant.client_id),
+        None => state
+            .store
+            .code_used(code)
+            .await?
+            .map(|used| used.client_id),
+    };
+    if issued_to.as_ref().is_some_and(|c| *c != client.client_id) {
+        tracing::warn!(client_id = %client.client_id, "code presented by another client");
+        return Err(invalid_grant("invalid, expired or already used code"));
+    }
     let Some(grant) = state.store.take_code(code).await? else {
-        if let Some(family) = state.store.code_used(code).await? {
+        if let Some(used) = state.store.code_used(code).await?
+            && used.client_id == client.client_id
+        {
             // RFC 6749 §4.1.2 / OAuth 2.1 §4.1.3: a replayed code revokes what it issued.
-            tracing::warn!(client_id = %client.client_id, %family, "authorization code replayed: revoking its tokens");
-            state.store.revoke_family(&family).await?;
+            tracing::warn!(client_id = %client.client_id, family = %used.family, "authorization code replayed: revoking its tokens");
+            state.store.revoke_family(&used.family).await?;
         }
         return Err(invalid_grant("invalid, expired or already used code"));
     };
     // The code is consumed from here on: any mismatch burns it.
     if grant.client_id != client.client_id {
         tracing::warn!(client_id = %client.client_id, code_client = %grant.client_id, "code presented by another client");
-        return Err(invalid_grant("the code was issued to another client"));
+        return Err(invalid_grant("invalid, expired or already used code"));
     }
-    if grant.redirect_uri != redirect_uri {
+    // OAuth 2.1 §4.1.3: required (and the same) when the authorization request had one.
+    let redirect_uri = form.redirect_uri.as_deref().filter(|s| !s.is_empty());
+    let redirect_matches = match redirect_uri {
+        Some(uri) => uri == grant.redirect_uri,
+        None => !grant.redirect_uri_sent,
+    };
+    if !redirect_matches {
         return Err(invalid_grant(
             "redirect_uri does not match the authorization request",
         ));
@@ -176,10 +197,11 @@ async fn authorization_code(
         .store
         .start_family(&family, &client.client_id, &grant.user.sub, family_ttl)
         .await?;
-    state
-        .store
-        .mark_code_used(code, &family, family_ttl)
-        .await?;
+    let used = Used {
+        family: family.clone(),
+        client_id: client.client_id.clone(),
+    };
+    state.store.mark_code_used(code, &used, family_ttl).await?;
     issue(
         state,
         client,
@@ -197,22 +219,14 @@ async fn refresh(
     form: &TokenForm,
 ) -> Result<TokenResponse, OAuthError> {
     let token = required(&form.refresh_token, "refresh_token")?;
-    let lifetime = state.config.tokens.refresh_token;
-    let record = match state.store.take_refresh(token, lifetime).await? {
-        RefreshLookup::Live(r) => r,
-        RefreshLookup::Reused(family) => {
-            tracing::warn!(client_id = %client.client_id, %family, "refresh token reused: revoking its family");
-            state.store.revoke_family(&family).await?;
-            return Err(invalid_grant("refresh token already used"));
-        }
-        RefreshLookup::Unknown => return Err(invalid_grant("invalid or expired refresh token")),
+    // Every check first, on the token as stored: a refused refresh consumes nothing, and another
+    // client's token (live or used) changes nothing.
+    let Some(record) = state.store.get_refresh(token).await? else {
+        return Err(reused(state, client, token).await?);
     };
     if record.client_id != client.client_id {
-        tracing::warn!(client_id = %client.client_id, family = %record.family, "refresh token presented by another client: revoking its family");
-        state.store.revoke_family(&record.family).await?;
-        return Err(invalid_grant(
-            "the refresh token was issued to another client",
-        ));
+        tracing::warn!(client_id = %client.client_id, "refresh token presented by another client");
+        return Err(invalid_grant("invalid or expired refresh token"));
     }
     if !state.store.family_alive(&record.family).await? {
         return Err(invalid_grant("the grant was revoked"));
@@ -248,6 +262,14 @@ async fn refresh(
             asked
         }
     };
+    // Consumed now, atomically: of two concurrent uses, the second is a reuse.
+    let lifetime = state.config.tokens.refresh_token;
+    let record = match state.store.take_refresh(token, lifetime).await? {
+        RefreshLookup::Live(r) => r,
+        RefreshLookup::Reused(_) | RefreshLookup::Unknown => {
+            return Err(reused(state, client, token).await?);
+        }
+    };
     let RefreshRecord {
         family,
         user,
@@ -255,6 +277,20 @@ async fn refresh(
         ..
     } = record;
     issue(state, client, &family, user, scope, resource).await
+}
+
+/// The refusal of a refresh token that is not live: one its own client already rotated revokes
+/// its family (RFC 9700 §4.14.2: reuse means it leaked); another client's, or an unknown one,
+/// changes nothing.
+async fn reused(state: &AppState, client: &Client, token: &str) -> Result<OAuthError, OAuthError> {
+    match state.store.refresh_used(token).await? {
+        Some(used) if used.client_id == client.client_id => {
+            tracing::warn!(client_id = %client.client_id, family = %used.family, "refresh token reused: revoking its family");
+            state.store.revoke_family(&used.family).await?;
+            Ok(invalid_grant("refresh token already used"))
+        }
+        _ => Ok(invalid_grant("invalid or expired refresh token")),
+    }
 }
 
 /// Signs an access token (and, for clients with the `refresh_token` grant, a refresh token) for

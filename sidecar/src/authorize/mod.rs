@@ -86,6 +86,8 @@ pub struct AuthorizationRequest {
     pub client_id: String,
     /// The exact registered redirect URI.
     pub redirect_uri: String,
+    /// Whether the request named it (then `/token` must repeat it; OAuth 2.1 §4.1.3).
+    pub redirect_uri_sent: bool,
     /// The PKCE S256 challenge.
     pub code_challenge: String,
     /// The resource's canonical URL.
@@ -295,6 +297,7 @@ async fn validate(state: &AppState, q: AuthorizeQuery) -> Result<AuthorizationRe
         )
     })?;
     // OAuth 2.1 §2.3.1: exact string comparison; omitted only when exactly one is registered.
+    let redirect_uri_sent = q.redirect_uri.is_some();
     let redirect_uri = match q.redirect_uri {
         Some(uri) if client.has_redirect_uri(&uri) => uri,
         Some(uri) => {
@@ -318,6 +321,7 @@ async fn validate(state: &AppState, q: AuthorizeQuery) -> Result<AuthorizationRe
     let mut request = AuthorizationRequest {
         client_id,
         redirect_uri,
+        redirect_uri_sent,
         code_challenge: String::new(),
         resource: String::new(),
         scope: Vec::new(),
@@ -775,6 +779,7 @@ async fn issue_code(
     let grant = CodeGrant {
         client_id: request.client_id.clone(),
         redirect_uri: request.redirect_uri.clone(),
+        redirect_uri_sent: request.redirect_uri_sent,
         code_challenge: request.code_challenge.clone(),
         resource: request.resource.clone(),
         scope: Scopes(request.scope.clone()),

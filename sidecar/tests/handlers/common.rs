@@ -159,19 +159,36 @@ impl App {
         resource: &str,
         scope: &str,
     ) -> String {
-        let code = unique("code") + "-0123456789abcdef";
-        let grant = CodeGrant {
+        self.put_code(&self.code_grant(client_id, verifier, resource, scope))
+            .await
+    }
+
+    /// What a code for `client_id` stands for, as the login part would store it.
+    pub fn code_grant(
+        &self,
+        client_id: &str,
+        verifier: &str,
+        resource: &str,
+        scope: &str,
+    ) -> CodeGrant {
+        CodeGrant {
             client_id: client_id.to_owned(),
             redirect_uri: REDIRECT.to_owned(),
+            redirect_uri_sent: true,
             code_challenge: challenge(verifier),
             resource: resource.to_owned(),
             scope: Scopes::parse(scope),
             user: alice(),
             issued_at: mcpgw_sidecar::now(),
-        };
+        }
+    }
+
+    /// Stores a code standing for `grant`.
+    pub async fn put_code(&self, grant: &CodeGrant) -> String {
+        let code = unique("code") + "-0123456789abcdef";
         self.state
             .store
-            .put_code(&code, &grant, Duration::from_secs(60))
+            .put_code(&code, grant, Duration::from_secs(60))
             .await
             .unwrap();
         code

@@ -126,6 +126,7 @@ impl Running {
         let grant = mcpgw_sidecar::store::CodeGrant {
             client_id: client_id.to_owned(),
             redirect_uri: REDIRECT.to_owned(),
+            redirect_uri_sent: true,
             code_challenge: challenge(VERIFIER),
             resource: EVERYTHING.to_owned(),
             scope: Default::default(),

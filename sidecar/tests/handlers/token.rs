@@ -375,3 +375,129 @@ async fn malformed_requests_get_rfc_6749_errors() {
     assert_eq!(r.json["error"], "invalid_request");
     assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
 }
+
+#[tokio::test]
+async fn another_client_replaying_a_code_revokes_nothing() {
+    let app = App::start().await;
+    let victim = app.public_client().await;
+    let attacker = app.public_client().await;
+    let code = app.code(&victim, VERIFIER, EVERYTHING, "").await;
+    // Before the victim redeems it: refused, and the code stays the victim's.
+    let early = app.exchange(&attacker, &code, "garbage").await;
+    assert_eq!(early.json["error"], "invalid_grant");
+    let first = app.exchange(&victim, &code, VERIFIER).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.json);
+    let access = first.json["access_token"].as_str().unwrap();
+    // After: a replay by another client with a garbage verifier is refused and revokes nothing.
+    let replay = app.exchange(&attacker, &code, "garbage").await;
+    assert_eq!(replay.json["error"], "invalid_grant");
+    assert_eq!(
+        app.verify("/everything/mcp", Some(access)).await.status,
+        StatusCode::OK
+    );
+    let r = app
+        .refresh(&victim, first.json["refresh_token"].as_str().unwrap())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+}
+
+#[tokio::test]
+async fn a_confidential_clients_code_replayed_without_its_secret_revokes_nothing() {
+    let app = App::start().await;
+    let c = app
+        .register(json!({"redirect_uris": [REDIRECT], "client_name": "conf"}))
+        .await;
+    let (id, secret) = (
+        c["client_id"].as_str().unwrap(),
+        c["client_secret"].as_str().unwrap(),
+    );
+    let code = app.code(id, VERIFIER, EVERYTHING, "").await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("code", code.as_str()),
+        ("redirect_uri", REDIRECT),
+        ("code_verifier", VERIFIER),
+    ];
+    let first = app
+        .post_form("/token", &form, Some(&basic(id, secret)))
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.json);
+    let access = first.json["access_token"].as_str().unwrap();
+    let replay = app
+        .post_form("/token", &form, Some(&basic(id, "not-the-secret")))
+        .await;
+    assert_eq!(replay.json["error"], "invalid_client");
+    assert_eq!(
+        app.verify("/everything/mcp", Some(access)).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_refused_refresh_leaves_the_refresh_token_usable() {
+    let app = App::start().await;
+    let (client, t) = app.tokens(MEMORY, "memory").await;
+    let rt = t["refresh_token"].as_str().unwrap();
+    for (name, value, error) in [
+        ("scope", "memory admin", "invalid_scope"),
+        ("resource", EVERYTHING, "invalid_target"),
+    ] {
+        let r = app
+            .post_form(
+                "/token",
+                &[
+                    ("grant_type", "refresh_token"),
+                    ("client_id", &client),
+                    ("refresh_token", rt),
+                    (name, value),
+                ],
+                None,
+            )
+            .await;
+        assert_eq!(r.json["error"], error);
+    }
+    // Another client presenting it changes nothing either.
+    let other = app.public_client().await;
+    assert_eq!(app.refresh(&other, rt).await.json["error"], "invalid_grant");
+    let r = app.refresh(&client, rt).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(
+        app.verify("/memory/mcp", r.json["access_token"].as_str())
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Another client presenting the rotated token does not revoke the grant.
+    assert_eq!(app.refresh(&other, rt).await.json["error"], "invalid_grant");
+    let rt2 = r.json["refresh_token"].as_str().unwrap();
+    assert_eq!(app.refresh(&client, rt2).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn token_needs_no_redirect_uri_when_the_authorization_request_had_none() {
+    let app = App::start().await;
+    let client = app.public_client().await;
+    let mut grant = app.code_grant(&client, VERIFIER, EVERYTHING, "");
+    grant.redirect_uri_sent = false;
+    let code = app.put_code(&grant).await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client.as_str()),
+        ("code", code.as_str()),
+        ("code_verifier", VERIFIER),
+    ];
+    let r = app.post_form("/token", &form, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    // When it had one, /token must repeat it.
+    let code = app.code(&client, VERIFIER, EVERYTHING, "").await;
+    let form = [
+        ("grant_type", "authorization_code"),
+        ("client_id", client.as_str()),
+        ("code", code.as_str()),
+        ("code_verifier", VERIFIER),
+    ];
+    assert_eq!(
+        app.post_form("/token", &form, None).await.json["error"],
+        "invalid_grant"
+    );
+}
