@@ -95,6 +95,9 @@ pub struct RawConfig {
     /// The protected MCP resources (core's type; the canonical URL is the token audience).
     #[serde(default)]
     pub resources: Vec<Resource>,
+    /// Token introspection (RFC 7662).
+    #[serde(default)]
+    pub introspection: RawIntrospection,
     /// The MCP authorization policy `/verify` enforces after the token (core's `RawPolicy`, the
     /// policy filter's `servers`, `rules`, `limits`, `other_paths`); unset: `/verify` only
     /// authenticates.
@@ -126,6 +129,16 @@ pub struct RawTokens {
     pub state_lifetime: Option<TextDuration>,
     /// How long a registered client lives without being used; default 90 days.
     pub client_lifetime: Option<TextDuration>,
+}
+
+/// `[introspection]`: who may introspect which tokens (RFC 7662).
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawIntrospection {
+    /// Client ids of resource servers that may introspect any client's tokens; every other
+    /// confidential client learns only about tokens issued to itself. Default none.
+    #[serde(default)]
+    pub resource_servers: Vec<String>,
 }
 
 /// `[registration]`: who may register clients (RFC 7591).
@@ -285,6 +298,8 @@ pub struct Config {
     pub client_metadata: ClientMetadataConfig,
     /// The protected resources.
     pub resources: Resources,
+    /// Clients that may introspect any client's tokens.
+    pub introspection_resource_servers: Vec<String>,
     /// The policy `/verify` enforces (unset: authentication only).
     pub policy: Option<Arc<Policy>>,
 }
@@ -665,6 +680,7 @@ impl TryFrom<RawConfig> for Config {
             allow: raw.allow,
             client_metadata,
             resources,
+            introspection_resource_servers: raw.introspection.resource_servers,
             policy,
         })
     }

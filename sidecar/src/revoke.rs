@@ -3,7 +3,8 @@
 //! Revocation answers 200 whether or not the token was known (§2.2) and only revokes tokens
 //! issued to the calling client; revoking a refresh token revokes its whole grant family.
 //! Introspection needs a confidential client and answers `{"active": false}` for
-//! anything expired, revoked, unknown or malformed. The feed lists the `jti`s of revoked access
+//! anything expired, revoked, unknown or malformed, and for a token issued to another client
+//! unless the caller is a configured resource server (`[introspection] resource_servers`). The feed lists the `jti`s of revoked access
 //! tokens not yet expired (core's `RevokedFeed`), for the JWT filter to refuse them before their
 //! `exp`; `jti`s are opaque identifiers, not credentials, but the feed is for the edge only: no
 //! shipped proxy configuration routes it publicly.
@@ -107,8 +108,15 @@ async fn introspect(
     }
     let now = now();
     let inactive = || no_store(Json(json!({ "active": false })).into_response());
+    let may_see = |issued_to: &str| {
+        issued_to == client.client_id
+            || state
+                .config
+                .introspection_resource_servers
+                .contains(&client.client_id)
+    };
     if let Some(c) = access_claims(&state, &token) {
-        let live = c.exp > now && state.store.token_live(&c.jti).await?;
+        let live = c.exp > now && may_see(&c.client_id) && state.store.token_live(&c.jti).await?;
         if !live {
             return Ok(inactive());
         }
@@ -132,7 +140,7 @@ async fn introspect(
         ));
     }
     match state.store.get_refresh(&token).await? {
-        Some(r) if r.exp > now => Ok(no_store(
+        Some(r) if r.exp > now && may_see(&r.client_id) => Ok(no_store(
             Json(json!({
                 "active": true,
                 "token_type": "refresh_token",

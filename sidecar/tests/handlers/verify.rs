@@ -265,3 +265,49 @@ async fn verify_lets_a_cors_preflight_through_without_identity() {
         StatusCode::UNAUTHORIZED
     );
 }
+
+#[tokio::test]
+async fn introspection_answers_only_about_the_callers_tokens_or_to_a_resource_server() {
+    let app = App::with_config(
+        "",
+        "[registration]\nmode = \"open\"\n[introspection]\nresource_servers = [\"rs\"]\n",
+    )
+    .await;
+    let (_, t) = app.tokens(EVERYTHING, "").await;
+    let snoop = app
+        .register(json!({ "redirect_uris": [REDIRECT], "client_name": "snoop" }))
+        .await;
+    let (id, secret) = (
+        snoop["client_id"].as_str().unwrap(),
+        snoop["client_secret"].as_str().unwrap(),
+    );
+    for token in [&t["access_token"], &t["refresh_token"]] {
+        let r = app
+            .post_form(
+                "/introspect",
+                &[("token", token.as_str().unwrap())],
+                Some(&basic(id, secret)),
+            )
+            .await;
+        assert_eq!(r.json, json!({ "active": false }), "another client's token");
+    }
+    // A client configured as a resource server may introspect anyone's.
+    let rs = mcpgw_sidecar::store::Client {
+        client_id: "rs".into(),
+        ..app.state.store.get_client(id).await.unwrap().unwrap()
+    };
+    app.state
+        .store
+        .put_client(&rs, std::time::Duration::from_secs(60))
+        .await
+        .unwrap();
+    let r = app
+        .post_form(
+            "/introspect",
+            &[("token", t["access_token"].as_str().unwrap())],
+            Some(&basic("rs", secret)),
+        )
+        .await;
+    assert_eq!(r.json["active"], true, "{}", r.json);
+    assert_eq!(r.json["sub"], "oidc:alice");
+}
