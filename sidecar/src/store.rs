@@ -358,6 +358,14 @@ impl Store {
         self.put_json("state", &hash(state), value, ttl).await
     }
 
+    /// Reads the pending login for `state` without consuming it.
+    pub async fn get_state<T: DeserializeOwned>(
+        &self,
+        state: &str,
+    ) -> Result<Option<T>, StoreError> {
+        self.get_json("state", &hash(state)).await
+    }
+
     /// Takes (reads and deletes) the pending login for `state`.
     pub async fn take_state<T: DeserializeOwned>(
         &self,

@@ -336,10 +336,13 @@ struct Answer {
     body: String,
 }
 
-/// A browser: cookies per origin, redirects followed by hand.
+/// A browser: cookies per origin, sent only under their `Path` (RFC 6265 §5.1.4), redirects
+/// followed by hand.
 struct Browser {
     http: reqwest::Client,
-    jar: HashMap<String, BTreeMap<String, String>>,
+    /// Per origin, per cookie name and path: its value (RFC 6265 §5.3: a cookie is replaced only
+    /// by one of the same name and path).
+    jar: HashMap<String, BTreeMap<(String, String), String>>,
 }
 
 impl Browser {
@@ -360,18 +363,38 @@ impl Browser {
             Some(form) => self.http.post(url).form(form),
             None => self.http.get(url),
         };
+        let path_matches = |cookie_path: &str| {
+            let path = parsed.path();
+            path == cookie_path
+                || path.starts_with(cookie_path)
+                    && (cookie_path.ends_with('/') || path[cookie_path.len()..].starts_with('/'))
+        };
         if let Some(cookies) = self.jar.get(&origin) {
-            let header: Vec<String> = cookies.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let header: Vec<String> = cookies
+                .iter()
+                .filter(|((_, path), _)| path_matches(path))
+                .map(|((k, _), v)| format!("{k}={v}"))
+                .collect();
             request = request.header("cookie", header.join("; "));
         }
         let response = request.send().await.unwrap();
         for value in response.headers().get_all("set-cookie") {
-            let pair = value.to_str().unwrap().split(';').next().unwrap_or("");
+            let mut parts = value.to_str().unwrap().split(';');
+            let pair = parts.next().unwrap_or("");
+            // The default path is the request path's directory.
+            let default_path = match parsed.path().rfind('/') {
+                Some(0) | None => "/".to_owned(),
+                Some(i) => parsed.path()[..i].to_owned(),
+            };
+            let path = parts
+                .filter_map(|a| a.trim().split_once('='))
+                .find(|(k, _)| k.eq_ignore_ascii_case("path"))
+                .map_or(default_path, |(_, v)| v.to_owned());
             if let Some((k, v)) = pair.split_once('=') {
                 self.jar
                     .entry(origin.clone())
                     .or_default()
-                    .insert(k.trim().into(), v.trim().into());
+                    .insert((k.trim().into(), path), v.trim().into());
             }
         }
         let status = response.status().as_u16();
@@ -600,7 +623,9 @@ async fn callback_and_consent_are_bound_to_the_browser_and_single_use() {
     let mut attacker = Browser::new();
     let stolen = attacker.send(&callback, None).await;
     assert_html_page(&stolen, 403);
-    // The pending login was consumed by that attempt: the real browser cannot reuse it either.
+    // The other browser's attempt left the login alone: the real browser finishes it, once.
+    let consent = browser.send(&callback, None).await;
+    assert!(consent.body.contains("name=\"consent\""), "{consent:?}");
     let replay = browser.send(&callback, None).await;
     assert_html_page(&replay, 400);
 
@@ -741,7 +766,7 @@ async fn redirect_uri_prefix_and_look_alike_hosts_are_refused_on_a_page() {
 }
 
 #[tokio::test]
-async fn missing_or_plain_pkce_and_unknown_resource_are_redirected_errors() {
+async fn invalid_requests_before_login_get_a_page_never_a_redirect() {
     let sidecar = Sidecar::start(Login::Unreachable).await;
     let client_id = sidecar.client("Notes").await;
     let mut browser = Browser::new();
@@ -764,20 +789,20 @@ async fn missing_or_plain_pkce_and_unknown_resource_are_redirected_errors() {
         (&[("response_type", "token")], "unsupported_response_type"),
     ];
     for (overrides, error) in cases {
+        // RFC 9700 §4.11.2: registration is open, so the registered redirect URI is nobody's
+        // word; before the user logs in, no request is redirected to it (open redirector).
         let answer = browser
             .send(&sidecar.authorize_url(&client_id, overrides), None)
             .await;
-        let params = client_redirect(&answer);
-        assert_eq!(params["error"], error, "{overrides:?}");
-        assert_eq!(params["state"], "client-state-123");
-        assert_eq!(params["iss"], sidecar.issuer);
-        assert!(!params.contains_key("code"));
+        assert_html_page(&answer, 400);
+        assert!(answer.body.contains(error), "{overrides:?}: {answer:?}");
     }
-    // A valid request while the identity provider is unreachable fails closed, as a redirect.
+    // A valid request while the identity provider is unreachable fails closed, on a page.
     let answer = browser
         .send(&sidecar.authorize_url(&client_id, &[]), None)
         .await;
-    assert_eq!(client_redirect(&answer)["error"], "temporarily_unavailable");
+    assert_html_page(&answer, 503);
+    assert!(answer.body.contains("temporarily_unavailable"));
 }
 
 #[tokio::test]
@@ -815,7 +840,13 @@ async fn script_in_every_reflected_field_is_escaped() {
             )
             .await,
     ];
-    for answer in answers {
+    let state_on_a_page = browser
+        .send(
+            &sidecar.authorize_url(&client_id, &[("state", script), ("resource", "x")]),
+            None,
+        )
+        .await;
+    for answer in answers.into_iter().chain([state_on_a_page]) {
         assert!(answer.location.is_none(), "{answer:?}");
         assert!(!answer.body.contains("<script>"), "{}", answer.body);
         assert!(!answer.body.contains("<img"), "{}", answer.body);
@@ -826,15 +857,6 @@ async fn script_in_every_reflected_field_is_escaped() {
                 .starts_with("text/html")
         );
     }
-    // In redirects the reflected `state` is URL-encoded, never HTML.
-    let answer = browser
-        .send(
-            &sidecar.authorize_url(&client_id, &[("state", script), ("resource", "x")]),
-            None,
-        )
-        .await;
-    assert_eq!(client_redirect(&answer)["state"], script);
-    assert!(!answer.location.unwrap().contains('<'));
 }
 
 fn urlencode(s: &str) -> String {
@@ -889,7 +911,8 @@ async fn client_id_metadata_document_is_fetched_and_its_redirect_uris_enforced()
     let right = browser
         .send(&sidecar.authorize_url(&doc_url, &[("resource", "x")]), None)
         .await;
-    assert_eq!(client_redirect(&right)["error"], "invalid_target");
+    assert_html_page(&right, 400);
+    assert!(right.body.contains("invalid_target"), "{right:?}");
 }
 
 #[tokio::test]
@@ -956,4 +979,106 @@ async fn a_provider_key_replaced_under_the_same_kid_is_fetched_again_at_the_next
         next.body.contains("name=\"consent\""),
         "login failed after the key change: {next:?}"
     );
+}
+
+#[tokio::test]
+async fn parallel_logins_in_one_browser_all_finish() {
+    let sidecar = Sidecar::start(Login::Oidc).await;
+    let clients = [
+        sidecar.client("First").await,
+        sidecar.client("Second").await,
+    ];
+    // A client connecting to two servers: both authorizations start before either finishes.
+    let mut browser = Browser::new();
+    let mut pages = Vec::new();
+    for client_id in &clients {
+        pages.push(
+            browser
+                .follow(&sidecar.authorize_url(client_id, &[]), None)
+                .await,
+        );
+    }
+    let set_cookie = |page: &Answer| page.headers.get_all("set-cookie").iter().count();
+    assert_eq!(set_cookie(&pages[0]), 0, "the provider's page, not ours");
+    let mut callbacks = Vec::new();
+    for page in &pages {
+        callbacks.push(sidecar.until_callback(&mut browser, page).await);
+    }
+    for callback in callbacks {
+        let consent = browser.send(&callback, None).await;
+        assert!(consent.body.contains("name=\"consent\""), "{consent:?}");
+        let done = answer_consent(&mut browser, &consent, "approve").await;
+        assert!(client_redirect(&done).contains_key("code"));
+    }
+}
+
+#[tokio::test]
+async fn the_login_cookie_reaches_authorize_and_binds_every_login_of_the_browser() {
+    let sidecar = Sidecar::start(Login::Oidc).await;
+    let client_id = sidecar.client("Notes").await;
+    let mut browser = Browser::new();
+    let first = browser
+        .send(&sidecar.authorize_url(&client_id, &[]), None)
+        .await;
+    let cookie = first.headers["set-cookie"].to_str().unwrap().to_owned();
+    assert!(cookie.contains("; Path=/;"), "{cookie}");
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"));
+    // A second /authorize from the same browser keeps the same binding.
+    let second = browser
+        .send(&sidecar.authorize_url(&client_id, &[]), None)
+        .await;
+    let again = second.headers["set-cookie"].to_str().unwrap();
+    assert_eq!(
+        again.split(';').next(),
+        cookie.split(';').next(),
+        "one cookie for every login of this browser"
+    );
+}
+
+#[tokio::test]
+async fn consent_is_asked_again_for_another_redirect_uri_or_changed_redirect_uris() {
+    let sidecar = Sidecar::start(Login::Oidc).await;
+    let client_id = sidecar.client("Notes").await;
+    let second = format!("{REDIRECT_URI}-second");
+    let mut client = sidecar
+        .state
+        .store
+        .get_client(&client_id)
+        .await
+        .unwrap()
+        .unwrap();
+    client.redirect_uris.push(second.clone());
+    let store = &sidecar.state.store;
+    store
+        .put_client(&client, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let (mut browser, page) = sidecar.open_login(&client_id).await;
+    let consent = oidc_login(&mut browser, &page, "alice", "alice-password").await;
+    let done = answer_consent(&mut browser, &consent, "approve").await;
+    assert!(client_redirect(&done).contains_key("code"));
+    // Remembered for this redirect URI ...
+    let again = browser
+        .follow(&sidecar.authorize_url(&client_id, &[]), None)
+        .await;
+    assert!(client_redirect(&again).contains_key("code"));
+    // ... not for the client's other one: the consent page named the host receiving access.
+    let other = browser
+        .follow(
+            &sidecar.authorize_url(&client_id, &[("redirect_uri", &second)]),
+            None,
+        )
+        .await;
+    assert!(other.body.contains("name=\"consent\""), "{other:?}");
+    // The client changes its redirect URIs (RFC 7592 or its metadata document): asked again,
+    // even for the approved one.
+    client.redirect_uris = vec![REDIRECT_URI.into(), "https://attacker.example/cb".into()];
+    store
+        .put_client(&client, Duration::from_secs(600))
+        .await
+        .unwrap();
+    let changed = browser
+        .follow(&sidecar.authorize_url(&client_id, &[]), None)
+        .await;
+    assert!(changed.body.contains("name=\"consent\""), "{changed:?}");
 }

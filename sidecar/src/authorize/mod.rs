@@ -2,16 +2,18 @@
 //!
 //! The flow has four phases, each a route:
 //!
-//! 1. `GET /authorize` checks the client and the redirect URI first (a failure there is an HTML
-//!    page, never a redirect: RFC 6749 §4.1.2.1), then the rest of the request (errors from here
-//!    on are redirected to the client): `response_type=code`, PKCE with `S256` (required; `plain`
-//!    refused), the RFC 8707 `resource` (a configured MCP resource, else `invalid_target`) and the
-//!    scopes. It stores a [`PendingLogin`] under the upstream `state` (`oauth:state:*`, with a TTL)
-//!    and sends the browser to the upstream identity provider. A cookie binds the login to the
-//!    browser that started it (login CSRF).
-//! 2. `GET /oauth/callback` takes the pending login (single use), finishes the upstream login,
-//!    checks the allow-list, and either issues the code right away (consent remembered for this
-//!    user and client) or shows the consent page.
+//! 1. `GET /authorize` checks the client and the redirect URI, then the rest of the request:
+//!    `response_type=code`, PKCE with `S256` (required; `plain` refused), the RFC 8707 `resource`
+//!    (a configured MCP resource, else `invalid_target`) and the scopes. Every failure here is an
+//!    HTML page, never a redirect (RFC 9700 §4.11.2: the user is not authenticated yet, and an
+//!    openly registered redirect URI is no reason to trust it). It stores a [`PendingLogin`] under
+//!    the upstream `state` (`oauth:state:*`, with a TTL) and sends the browser to the upstream
+//!    identity provider. A cookie on `Path=/` (`__Host-` on https) binds the login to the browser
+//!    that started it (login CSRF); a browser keeps one for all its logins at once.
+//! 2. `GET /oauth/callback` checks the pending login's browser, then takes it (single use),
+//!    finishes the upstream login, checks the allow-list, and either issues the code right away
+//!    (consent remembered for this user, client, redirect URI and the client's redirect URIs) or
+//!    shows the consent page. Errors from here on are redirected to the client.
 //! 3. `POST /oauth/consent` checks the CSRF token and the browser binding, remembers the consent,
 //!    and issues the code.
 //! 4. The redirect back to the client carries `code`, `state` and `iss` (RFC 9207).
@@ -46,8 +48,10 @@ pub const CALLBACK_PATH: &str = "/oauth/callback";
 pub const CONSENT_PATH: &str = "/oauth/consent";
 /// Longest `/authorize` query string accepted.
 const MAX_QUERY_BYTES: usize = 8 * 1024;
-/// The cookie that binds a login to the browser that started it.
+/// The cookie that binds a login to the browser that started it (http issuers: loopback).
 const BROWSER_COOKIE: &str = "mcpgw_login";
+/// Its name on an https issuer.
+const SECURE_BROWSER_COOKIE: &str = "__Host-mcpgw_login";
 /// Scopes a client may always ask for besides the resources' own: `offline_access` (refresh
 /// tokens; the MCP SDKs add it when the server lists it).
 const ALWAYS_ALLOWED_SCOPES: [&str; 1] = ["offline_access"];
@@ -116,9 +120,12 @@ struct PendingConsent {
     user: User,
     csrf: String,
     browser: String,
+    /// Where an approval is remembered ([`consent_key`]).
+    consent_key: String,
 }
 
-/// What the user approved for one client (`oauth:consent:*`): scopes per resource.
+/// What the user approved for one client, redirect URI and set of redirect URIs
+/// (`oauth:consent:*`): scopes per resource.
 #[derive(Default, Serialize, Deserialize)]
 struct RememberedConsent {
     resources: BTreeMap<String, BTreeSet<String>>,
@@ -327,19 +334,17 @@ async fn validate(state: &AppState, q: AuthorizeQuery) -> Result<AuthorizationRe
         scope: Vec::new(),
         state: q.state,
     };
-    let refuse = |request: &AuthorizationRequest, code, description: &str| {
-        FlowError::Redirect(Box::new(request.clone()), code, description.to_owned())
-    };
+    // RFC 9700 §4.11.2: before the user is authenticated, an error is a page, never a redirect
+    // (registration is open, so a registered redirect URI proves nothing).
+    let refuse = |code, description: &str| page(StatusCode::BAD_REQUEST, code, description);
     if q.response_type.as_deref() != Some("code") {
         return Err(refuse(
-            &request,
             ErrorCode::UnsupportedResponseType,
             "response_type must be `code`",
         ));
     }
     if !client.response_types.is_empty() && !client.response_types.iter().any(|r| r == "code") {
         return Err(refuse(
-            &request,
             ErrorCode::UnauthorizedClient,
             "the client is not registered for response_type `code`",
         ));
@@ -349,21 +354,18 @@ async fn validate(state: &AppState, q: AuthorizeQuery) -> Result<AuthorizationRe
     let challenge = q.code_challenge.unwrap_or_default();
     if challenge.is_empty() {
         return Err(refuse(
-            &request,
             ErrorCode::InvalidRequest,
             "code_challenge is required (PKCE)",
         ));
     }
     if q.code_challenge_method.as_deref() != Some("S256") {
         return Err(refuse(
-            &request,
             ErrorCode::InvalidRequest,
             "code_challenge_method must be S256",
         ));
     }
     if !valid_challenge(&challenge) || challenge.len() != 43 {
         return Err(refuse(
-            &request,
             ErrorCode::InvalidRequest,
             "code_challenge is not an S256 challenge",
         ));
@@ -382,7 +384,6 @@ async fn validate(state: &AppState, q: AuthorizeQuery) -> Result<AuthorizationRe
     };
     request.resource = resource.ok_or_else(|| {
         refuse(
-            &request,
             ErrorCode::InvalidTarget,
             "resource is not an MCP server of this gateway",
         )
@@ -403,7 +404,6 @@ async fn validate(state: &AppState, q: AuthorizeQuery) -> Result<AuthorizationRe
         let permitted = allowed_by_client.as_ref().is_none_or(|a| a.contains(scope));
         if !known || !permitted {
             return Err(refuse(
-                &request,
                 ErrorCode::InvalidScope,
                 "a requested scope is not available to this client",
             ));
@@ -415,16 +415,25 @@ async fn validate(state: &AppState, q: AuthorizeQuery) -> Result<AuthorizationRe
     Ok(request)
 }
 
-/// The value of the browser cookie, if the request carries a well-formed one.
-fn browser_cookie(headers: &HeaderMap) -> Option<String> {
+/// The browser cookie's name: `__Host-` prefixed (Secure, host-only, `Path=/`) on an https issuer.
+fn browser_cookie_name(issuer: &str) -> &'static str {
+    if issuer.starts_with("https://") {
+        SECURE_BROWSER_COOKIE
+    } else {
+        BROWSER_COOKIE
+    }
+}
+
+/// The value of the browser cookie `name`, if the request carries a well-formed one.
+fn browser_cookie(headers: &HeaderMap, name: &str) -> Option<String> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, value)| {
-            *name == BROWSER_COOKIE
+        .find(|(cookie, value)| {
+            *cookie == name
                 && value.len() == 43
                 && value
                     .bytes()
@@ -433,8 +442,9 @@ fn browser_cookie(headers: &HeaderMap) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-fn same_browser(headers: &HeaderMap, expected_hash: &str) -> bool {
-    browser_cookie(headers)
+/// Whether the request carries the browser cookie (for `issuer`) whose hash is `expected_hash`.
+fn same_browser(headers: &HeaderMap, issuer: &str, expected_hash: &str) -> bool {
+    browser_cookie(headers, browser_cookie_name(issuer))
         .is_some_and(|c| hash(&c).as_bytes().ct_eq(expected_hash.as_bytes()).into())
 }
 
@@ -475,23 +485,26 @@ async fn start_login(
 ) -> Result<Response, FlowError> {
     let request = validate(state, query).await?;
     let Some(upstream) = &state.login.upstream else {
-        return Err(FlowError::Redirect(
-            Box::new(request),
+        return Err(page(
+            StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::ServerError,
-            "no upstream login is configured".into(),
+            "no upstream login is configured",
         ));
     };
-    let cookie = browser_cookie(headers).unwrap_or_else(random_token);
+    // One cookie for every login this browser runs at once (a client connecting to several
+    // servers): an existing one is kept, so no /authorize breaks a login in progress.
+    let cookie_name = browser_cookie_name(&state.config.issuer);
+    let cookie = browser_cookie(headers, cookie_name).unwrap_or_else(random_token);
     let secrets = LoginSecrets::generate();
     let callback = format!("{}{CALLBACK_PATH}", state.config.issuer);
     let url = match upstream.begin(&secrets, &callback).await {
         Ok(url) => url,
         Err(e) => {
             tracing::warn!(error = %e, "upstream login could not start");
-            return Err(FlowError::Redirect(
-                Box::new(request),
+            return Err(page(
+                StatusCode::SERVICE_UNAVAILABLE,
                 ErrorCode::TemporarilyUnavailable,
-                "the identity provider is not reachable".into(),
+                "the identity provider is not reachable; try again later",
             ));
         }
     };
@@ -508,13 +521,14 @@ async fn start_login(
         .put_state(&secrets.state, &pending, lifetime)
         .await?;
     let mut response = see_other(&url);
-    let secure = if state.config.issuer.starts_with("https://") {
+    let secure = if cookie_name == SECURE_BROWSER_COOKIE {
         "; Secure"
     } else {
         ""
     };
+    // Path=/ so that /authorize sees it too (and `__Host-` requires it).
     let set_cookie = format!(
-        "{BROWSER_COOKIE}={cookie}; Path=/oauth/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
+        "{cookie_name}={cookie}; Path=/; Max-Age={}; HttpOnly; SameSite=Lax{secure}",
         lifetime.as_secs()
     );
     if let Ok(value) = HeaderValue::from_str(&set_cookie) {
@@ -558,18 +572,25 @@ async fn finish_login(
         )
     };
     let upstream_state = query.state.filter(|s| !s.is_empty()).ok_or_else(expired)?;
+    // Read, checked against this browser, and only then consumed: whoever learns the upstream
+    // `state` cannot end the user's login from another browser.
     let pending: PendingLogin = state
         .store
-        .take_state(&upstream_state)
+        .get_state(&upstream_state)
         .await?
         .ok_or_else(expired)?;
-    if !same_browser(headers, &pending.browser) {
+    if !same_browser(headers, &state.config.issuer, &pending.browser) {
         return Err(page(
             StatusCode::FORBIDDEN,
             ErrorCode::AccessDenied,
             "this login was started in another browser",
         ));
     }
+    let pending: PendingLogin = state
+        .store
+        .take_state(&upstream_state)
+        .await?
+        .ok_or_else(expired)?;
     let request = pending.request;
     let redirect = |code, description: &str| {
         FlowError::Redirect(Box::new(request.clone()), code, description.to_owned())
@@ -621,17 +642,26 @@ async fn finish_login(
         ));
     }
     tracing::debug!(sub = %user.sub, client_id = %request.client_id, "upstream login succeeded");
+    let client = find_client(state, &request.client_id)
+        .await?
+        .ok_or_else(|| redirect(ErrorCode::InvalidRequest, "the client no longer exists"))?;
+    // The redirect URI may have been dropped from the client since /authorize (RFC 7592).
+    if !client.has_redirect_uri(&request.redirect_uri) {
+        return Err(page(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            "the client no longer has this redirect URI; return to the application and start again",
+        ));
+    }
+    let consent_key = consent_key(&user, &client, &request.redirect_uri);
     let remembered: RememberedConsent = state
         .store
-        .get_json("consent", &consent_key(&user, &request.client_id))
+        .get_json("consent", &consent_key)
         .await?
         .unwrap_or_default();
     if remembered.covers(&request) {
         return issue_code(state, request, user).await;
     }
-    let client = find_client(state, &request.client_id)
-        .await?
-        .ok_or_else(|| redirect(ErrorCode::InvalidRequest, "the client no longer exists"))?;
     let consent_id = random_token();
     let csrf = random_token();
     let pending = PendingConsent {
@@ -639,6 +669,7 @@ async fn finish_login(
         user: user.clone(),
         csrf: hash(&csrf),
         browser: pending.browser,
+        consent_key,
     };
     state
         .store
@@ -679,8 +710,14 @@ fn redirect_host(uri: &str) -> String {
     }
 }
 
-fn consent_key(user: &User, client_id: &str) -> String {
-    hash(&format!("{}\n{client_id}", user.sub))
+/// Where a consent is remembered: per user, client, the redirect URI the code goes to and every
+/// redirect URI the client has, so that any change of them (RFC 7592, a new metadata document)
+/// asks again.
+fn consent_key(user: &User, client: &Client, redirect_uri: &str) -> String {
+    let mut uris: Vec<&str> = client.redirect_uris.iter().map(String::as_str).collect();
+    uris.sort_unstable();
+    let bound = serde_json::json!([user.sub, client.client_id, redirect_uri, uris]);
+    hash(&bound.to_string())
 }
 
 /// The consent form.
@@ -731,7 +768,7 @@ async fn decide(
         .as_bytes()
         .ct_eq(pending.csrf.as_bytes())
         .into();
-    if !csrf_ok || !same_browser(headers, &pending.browser) {
+    if !csrf_ok || !same_browser(headers, &state.config.issuer, &pending.browser) {
         return Err(page(
             StatusCode::FORBIDDEN,
             ErrorCode::AccessDenied,
@@ -747,7 +784,7 @@ async fn decide(
             "the user denied access".into(),
         ));
     }
-    let key = consent_key(&pending.user, &request.client_id);
+    let key = pending.consent_key;
     let mut remembered: RememberedConsent = state
         .store
         .get_json("consent", &key)
@@ -830,9 +867,31 @@ mod tests {
             HeaderValue::from_str(&format!("x=1; {BROWSER_COOKIE}={value}; y=2"))
                 .unwrap_or(HeaderValue::from_static("")),
         );
-        assert_eq!(browser_cookie(&headers), Some(value.clone()));
-        assert!(same_browser(&headers, &hash(&value)));
-        assert!(!same_browser(&headers, &hash("other")));
-        assert_eq!(browser_cookie(&HeaderMap::new()), None);
+        assert_eq!(
+            browser_cookie(&headers, BROWSER_COOKIE),
+            Some(value.clone())
+        );
+        assert!(same_browser(
+            &headers,
+            "http://127.0.0.1:8080",
+            &hash(&value)
+        ));
+        assert!(!same_browser(
+            &headers,
+            "http://127.0.0.1:8080",
+            &hash("other")
+        ));
+        assert_eq!(browser_cookie(&HeaderMap::new(), BROWSER_COOKIE), None);
+        // On an https issuer only the `__Host-` cookie counts (Secure, host-only, Path=/).
+        assert!(!same_browser(
+            &headers,
+            "https://mcp.example.com",
+            &hash(&value)
+        ));
+        assert_eq!(
+            browser_cookie_name("https://mcp.example.com"),
+            "__Host-mcpgw_login"
+        );
+        assert_eq!(browser_cookie_name("http://127.0.0.1:8080"), "mcpgw_login");
     }
 }
