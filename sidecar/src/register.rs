@@ -206,13 +206,73 @@ fn check_web_uri(field: &str, uri: &Option<String>) -> Result<(), OAuthError> {
     Ok(())
 }
 
-fn check_text(field: &str, v: &Option<String>) -> Result<(), OAuthError> {
-    if v.as_ref()
-        .is_some_and(|s| s.len() > MAX_TEXT_LEN || s.chars().any(char::is_control))
-    {
+/// Whether `c` may appear in text shown to users: no control characters and no invisible
+/// formatting ones, bidirectional overrides and isolates above all (they reorder what the consent
+/// page shows, e.g. U+202E).
+fn displayable(c: char) -> bool {
+    !(c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+            | '\u{2028}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'))
+}
+
+fn check_text(field: &str, v: Option<&str>) -> Result<(), OAuthError> {
+    if v.is_some_and(|s| s.len() > MAX_TEXT_LEN || !s.chars().all(displayable)) {
         return Err(bad_metadata(format!(
-            "{field} must be at most {MAX_TEXT_LEN} bytes without control characters"
+            "{field} must be at most {MAX_TEXT_LEN} bytes without control or bidirectional formatting characters"
         )));
+    }
+    Ok(())
+}
+
+/// The descriptive fields of a client, shown on the consent page or returned to it: from
+/// registration (RFC 7591) and from Client ID Metadata Documents alike.
+#[derive(Debug, Clone, Copy)]
+pub struct Descriptive<'a> {
+    /// `client_name`.
+    pub client_name: &'a Option<String>,
+    /// `client_uri`.
+    pub client_uri: &'a Option<String>,
+    /// `logo_uri`.
+    pub logo_uri: &'a Option<String>,
+    /// `tos_uri`.
+    pub tos_uri: &'a Option<String>,
+    /// `policy_uri`.
+    pub policy_uri: &'a Option<String>,
+    /// `software_id`.
+    pub software_id: &'a Option<String>,
+    /// `software_version`.
+    pub software_version: &'a Option<String>,
+    /// `scope`.
+    pub scope: &'a Option<String>,
+    /// `contacts`.
+    pub contacts: &'a [String],
+}
+
+/// One set of rules for every source of client metadata: http(s) URLs, short displayable text.
+pub fn check_descriptive(d: &Descriptive<'_>) -> Result<(), OAuthError> {
+    for (field, v) in [
+        ("client_uri", d.client_uri),
+        ("logo_uri", d.logo_uri),
+        ("tos_uri", d.tos_uri),
+        ("policy_uri", d.policy_uri),
+    ] {
+        check_web_uri(field, v)?;
+    }
+    for (field, v) in [
+        ("client_name", d.client_name),
+        ("software_id", d.software_id),
+        ("software_version", d.software_version),
+        ("scope", d.scope),
+    ] {
+        check_text(field, v.as_deref())?;
+    }
+    if d.contacts.len() > 10 {
+        return Err(bad_metadata("contacts: at most 10 entries"));
+    }
+    for contact in d.contacts {
+        check_text("contacts", Some(contact))?;
     }
     Ok(())
 }
@@ -252,25 +312,17 @@ fn validate(m: ClientMetadata, client_id: String, issued_at: u64) -> Result<Clie
     for uri in &m.redirect_uris {
         check_redirect_uri(uri)?;
     }
-    for (field, v) in [
-        ("client_uri", &m.client_uri),
-        ("logo_uri", &m.logo_uri),
-        ("tos_uri", &m.tos_uri),
-        ("policy_uri", &m.policy_uri),
-    ] {
-        check_web_uri(field, v)?;
-    }
-    for (field, v) in [
-        ("client_name", &m.client_name),
-        ("software_id", &m.software_id),
-        ("software_version", &m.software_version),
-        ("scope", &m.scope),
-    ] {
-        check_text(field, v)?;
-    }
-    if m.contacts.len() > 10 || m.contacts.iter().any(|c| c.len() > MAX_TEXT_LEN) {
-        return Err(bad_metadata("contacts: at most 10 short entries"));
-    }
+    check_descriptive(&Descriptive {
+        client_name: &m.client_name,
+        client_uri: &m.client_uri,
+        logo_uri: &m.logo_uri,
+        tos_uri: &m.tos_uri,
+        policy_uri: &m.policy_uri,
+        software_id: &m.software_id,
+        software_version: &m.software_version,
+        scope: &m.scope,
+        contacts: &m.contacts,
+    })?;
     Ok(Client {
         client_id,
         client_secret_hash: None,
@@ -296,7 +348,19 @@ fn validate(m: ClientMetadata, client_id: String, issued_at: u64) -> Result<Clie
     })
 }
 
-fn parse_metadata(body: &[u8]) -> Result<ClientMetadata, OAuthError> {
+/// Client metadata from a request: `Content-Type: application/json` (RFC 7591 §3.1; anything
+/// else could come from a cross-site form, which can only send form or text bodies).
+fn parse_metadata(headers: &HeaderMap, body: &[u8]) -> Result<ClientMetadata, OAuthError> {
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return Err(bad_metadata(
+            "the body must be client metadata as Content-Type: application/json",
+        ));
+    }
     serde_json::from_slice(body)
         .map_err(|_| bad_metadata("the body must be a JSON object of client metadata (RFC 7591)"))
 }
@@ -371,7 +435,7 @@ async fn register(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     guard(&state, &headers, peer.map(|Extension(ConnectInfo(p))| p)).await?;
-    let metadata = parse_metadata(&body)?;
+    let metadata = parse_metadata(&headers, &body)?;
     let issued_at = now();
     let mut client = validate(metadata, random_token(), issued_at)?;
     let secret = (!client.is_public()).then(random_token);
@@ -435,7 +499,7 @@ async fn update(
     body: Bytes,
 ) -> Result<Response, OAuthError> {
     let old = managed_client(&state, &headers, &client_id).await?;
-    let metadata = parse_metadata(&body)?;
+    let metadata = parse_metadata(&headers, &body)?;
     if metadata.client_id.as_deref() != Some(client_id.as_str()) {
         return Err(bad_metadata(
             "client_id must be present and equal the client's",

@@ -14,6 +14,8 @@
 //! closed). A CORS preflight (`X-Forwarded-Method: OPTIONS` with
 //! `Access-Control-Request-Method`) passes without a token and without identity headers.
 
+use std::borrow::Cow;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -44,6 +46,26 @@ pub fn routes(config: &Config) -> Router<AppState> {
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// The `Authorization` value Envoy's JWT filter sees: several headers are joined with `,` (as
+/// Envoy's codec merges them), which no bearer token survives, so both edges refuse them alike.
+fn authorization(headers: &HeaderMap) -> Option<Cow<'_, str>> {
+    let mut values = headers
+        .get_all(header::AUTHORIZATION)
+        .iter()
+        .map(|v| v.to_str().unwrap_or_default());
+    let first = values.next()?;
+    Some(match values.next() {
+        None => Cow::Borrowed(first),
+        Some(second) => Cow::Owned(
+            [first, second]
+                .into_iter()
+                .chain(values)
+                .collect::<Vec<_>>()
+                .join(","),
+        ),
+    })
 }
 
 fn json_response(status: StatusCode, body: String) -> Response {
@@ -100,7 +122,7 @@ async fn verify(
             Err(poisoned) => poisoned.into_inner(),
         };
         authenticate(
-            header_str(&headers, "authorization"),
+            authorization(&headers).as_deref(),
             resource,
             &ring.keyset,
             &options,
@@ -156,7 +178,7 @@ async fn verify(
 fn policy_refusal(
     policy: &Policy,
     headers: &HeaderMap,
-    forwarded: &[(&'static str, std::borrow::Cow<'_, str>)],
+    forwarded: &[(&'static str, Cow<'_, str>)],
     body: Result<Bytes, BytesRejection>,
     identity: &Identity,
 ) -> Option<Response> {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use url::Url;
 
 use crate::config::ClientMetadataConfig;
-use crate::register::check_redirect_uri;
+use crate::register::{Descriptive, check_descriptive, check_redirect_uri};
 use crate::store::{Client, TokenEndpointAuthMethod};
 use crate::upstream::read_limited;
 
@@ -221,6 +221,18 @@ fn into_client(d: Document, client_id: &str) -> Result<Client, DocumentError> {
     for uri in &d.redirect_uris {
         check_redirect_uri(uri).map_err(|e| DocumentError::Invalid(e.description))?;
     }
+    check_descriptive(&Descriptive {
+        client_name: &d.client_name,
+        client_uri: &d.client_uri,
+        logo_uri: &d.logo_uri,
+        tos_uri: &d.tos_uri,
+        policy_uri: &d.policy_uri,
+        software_id: &d.software_id,
+        software_version: &d.software_version,
+        scope: &d.scope,
+        contacts: &d.contacts,
+    })
+    .map_err(|e| DocumentError::Invalid(e.description))?;
     match d.token_endpoint_auth_method.as_deref() {
         None | Some("none") => {}
         Some(_) => return invalid("only public clients (token_endpoint_auth_method none)"),
@@ -345,6 +357,11 @@ mod tests {
             serde_json::json!({"redirect_uris": ["https://app.example/cb#frag"]}),
             serde_json::json!({"token_endpoint_auth_method": "client_secret_basic"}),
             serde_json::json!({"grant_types": ["client_credentials"]}),
+            // Display fields follow the registration rules: no control or bidi characters.
+            serde_json::json!({"client_name": "Notes\u{0}"}),
+            serde_json::json!({"client_name": "Notes \u{202E}exe.txt"}),
+            serde_json::json!({"logo_uri": "javascript:alert(1)"}),
+            serde_json::json!({"contacts": ["a\u{2067}b"]}),
         ] {
             assert!(
                 into_client(doc(bad.clone()), url).is_err(),

@@ -127,6 +127,19 @@ async fn refuses_bad_metadata_with_rfc_7591_errors() {
             json!({ "redirect_uris": [REDIRECT], "client_name": "x".repeat(1000) }),
             "invalid_client_metadata",
         ),
+        // Bidirectional overrides and invisible formatting reorder the consent page's text.
+        (
+            json!({ "redirect_uris": [REDIRECT], "client_name": "Notes \u{202E}exe.txt" }),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({ "redirect_uris": [REDIRECT], "client_name": "a\u{2066}b\u{2069}" }),
+            "invalid_client_metadata",
+        ),
+        (
+            json!({ "redirect_uris": [REDIRECT], "contacts": ["x\u{200F}@example.com"] }),
+            "invalid_client_metadata",
+        ),
     ] {
         let r = app.post_json("/register", &body).await;
         assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body}");
@@ -142,6 +155,32 @@ async fn refuses_bad_metadata_with_rfc_7591_errors() {
         )
         .await;
     assert_eq!(r.json["error"], "invalid_client_metadata");
+    // Only application/json: a cross-site form can post text/plain or a form.
+    for content_type in [
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/jsonp",
+    ] {
+        let r = app
+            .send(
+                Request::post("/register")
+                    .header(header::CONTENT_TYPE, content_type)
+                    .body(Body::from(with_redirect(REDIRECT).to_string()))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{content_type}");
+        assert_eq!(r.json["error"], "invalid_client_metadata");
+    }
+    let r = app
+        .send(
+            Request::post("/register")
+                .header(header::CONTENT_TYPE, "Application/JSON; charset=utf-8")
+                .body(Body::from(with_redirect(REDIRECT).to_string()))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED);
 }
 
 async fn manage(app: &App, method: &str, id: &str, token: &str, body: Option<Value>) -> Reply {

@@ -311,3 +311,26 @@ async fn introspection_answers_only_about_the_callers_tokens_or_to_a_resource_se
     assert_eq!(r.json["active"], true, "{}", r.json);
     assert_eq!(r.json["sub"], "oidc:alice");
 }
+
+#[tokio::test]
+async fn verify_refuses_two_authorization_headers_as_envoy_does() {
+    let app = App::start().await;
+    let (_, t) = app.tokens(EVERYTHING, "").await;
+    let token = t["access_token"].as_str().unwrap();
+    for second in [token, "junk"] {
+        let req = axum::http::Request::get("/verify")
+            .header("x-forwarded-host", "127.0.0.1:8080")
+            .header("x-forwarded-uri", "/everything/mcp")
+            .header("x-forwarded-method", "POST")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .header(header::AUTHORIZATION, format!("Bearer {second}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let r = app.send(req).await;
+        // Envoy joins the two values with a comma; no token survives that: 401 malformed.
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(r.json["error"], "invalid_token");
+        assert_eq!(r.json["error_description"], "malformed token");
+        assert!(r.headers.get(identity::SUBJECT).is_none());
+    }
+}
