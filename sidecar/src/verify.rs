@@ -100,7 +100,9 @@ async fn verify(
     let host = header_str(&headers, "x-forwarded-host");
     let uri = header_str(&headers, "x-forwarded-uri").unwrap_or("/");
     let Some(resource) = state.config.resources.find(host, uri) else {
-        tracing::debug!(?host, path = %uri, "verify: no resource at this path");
+        // The path only: a query may carry a token (`?access_token=`).
+        let path = uri.split(['?', '#']).next().unwrap_or_default();
+        tracing::debug!(?host, %path, "verify: no resource at this path");
         return json_response(
             StatusCode::NOT_FOUND,
             r#"{"error":"not_found","error_description":"no protected resource at this path"}"#

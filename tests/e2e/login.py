@@ -85,6 +85,8 @@ class Browser:
         # HTTP client does not, so a Browser can be used from several event loops.
         self.cookies = httpx.Cookies()
         self.pages: list[str] = []  # every URL visited, without query strings
+        # Every query parameter of those URLs, as (name, value) (codes and state: never logged).
+        self.query: set[tuple[str, str]] = set()
 
     async def aclose(self) -> None:
         """Ends the person's sessions (forgets every cookie)."""
@@ -103,8 +105,10 @@ class Browser:
         response = await self.http.get(url)
         for _ in range(MAX_STEPS):
             self.pages.append(str(response.url).split("?")[0])
+            self.query.update((k, v) for k, vs in parse_qs(urlsplit(str(response.url)).query).items() for v in vs)
             if response.is_redirect:
                 target = urljoin(str(response.url), response.headers["location"])
+                self.query.update((k, v) for k, vs in parse_qs(urlsplit(target).query).items() for v in vs)
                 if target.startswith(redirect_uri):
                     query = parse_qs(urlsplit(target).query)
                     one = lambda k: query.get(k, [None])[0]  # noqa: E731
