@@ -239,6 +239,8 @@ def _is_table(value) -> bool:
 # The local OpenID provider's client for the sidecar (tests/oidc/server.mjs reads the same
 # variables; a development-only secret on loopback).
 OIDC_CLIENT_ID = "mcpgw"
+# Redis' memory limit in `make run`.
+REDIS_MAXMEMORY = "256mb"
 OIDC_CLIENT_SECRET = "mcpgw-dev-secret"
 
 
@@ -488,9 +490,13 @@ def run(cfg: render.Config, sup: Supervisor, bin_dir: Path) -> None:
     state = cfg.state_dir
     redis_port = free_port()
     # Append-only file in state_dir, every write synced: a restart (or kill -9) loses nothing.
+    # Bounded: past maxmemory Redis evicts the keys nearest their expiry first (volatile-ttl):
+    # rate counters, codes, pending logins (minutes) long before clients and grants (days); the
+    # signing keys and the revocation feed have no TTL and are never evicted.
     redis = sup.start("redis", ["redis-server", "--port", str(redis_port), "--bind", "127.0.0.1",
                                 "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-                                "--dir", str(state)], port=redis_port)
+                                "--dir", str(state), "--maxmemory", REDIS_MAXMEMORY,
+                                "--maxmemory-policy", "volatile-ttl"], port=redis_port)
     sup.wait_port(redis, redis_port)
 
     oidc_issuer = None

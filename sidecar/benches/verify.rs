@@ -7,7 +7,8 @@
 //!
 //! Both services verify a real token of their own: ours from a code exchange, theirs minted by
 //! its `AuthManager.create_jwt_token` (benches/seeds_auth.py). Both check the token's
-//! `oauth:token:{jti}` key in Redis on every request. Logs at `warn` on both sides.
+//! `oauth:token:{jti}` key in Redis on every request; ours also decides a forwarded `tools/call`
+//! body with its `[policy]`, as Envoy's policy filter would. Logs at `warn` on both sides.
 
 #![allow(clippy::unwrap_used, clippy::panic)] // reason: a benchmark run fails by panicking
 
@@ -220,7 +221,10 @@ async fn main() {
         format!(
             "issuer = \"http://127.0.0.1:8080\"\nredis_url = \"{redis_url}\"\nkey_prefix = \"{prefix}\"\n\
              [registration]\nmode = \"open\"\n[allow]\nusers = [\"alice\"]\n\
-             [[resources]]\ncanonical_url = \"{RESOURCE}\"\npath_prefix = \"/everything/mcp\"\n"
+             [rate_limit]\nper_address = 0\nper_client = 0\n\
+             [[resources]]\ncanonical_url = \"{RESOURCE}\"\npath_prefix = \"/everything/mcp\"\n\
+             [policy]\nservers = [{{ name = \"everything\", path_prefix = \"/everything/mcp\" }}]\n\
+             rules = [{{ name = \"alice\", effect = \"allow\", servers = [\"everything\"], when = {{ users = [\"alice\"] }} }}]\n"
         ),
     )
     .unwrap();
@@ -293,12 +297,16 @@ async fn main() {
         "X-Forwarded-Method: POST".to_owned(),
     ];
     let seeds_headers = vec![format!("Authorization: Bearer {seeds_token}")];
+    // Ours gets what Traefik forwards (forwardBody): a tools/call body, decided by the policy.
+    let call_lua = scratch_dir().join(format!("{}.lua", unique("bench-verify")));
+    std::fs::write(&call_lua, VERIFY_LUA).unwrap();
+    let ours_script: Option<(&PathBuf, &[&str])> = Some((&call_lua, &[]));
     // Both accept their token (and nothing else counts as a measurement).
-    for (url, headers) in [
-        (&ours_verify, &ours_headers),
-        (&seeds_verify, &seeds_headers),
+    for (url, headers, script) in [
+        (&ours_verify, &ours_headers, ours_script),
+        (&seeds_verify, &seeds_headers, None),
     ] {
-        let m = wrk(url, headers, 1, 1, None);
+        let m = wrk(url, headers, 1, 1, script);
         assert_eq!(m.errors, 0, "{url} refuses its token");
     }
 
@@ -310,7 +318,7 @@ async fn main() {
     let mut verdict = Vec::new();
     for c in [1u32, 32] {
         let theirs = wrk(&seeds_verify, &seeds_headers, c, secs, None);
-        let ours_m = wrk(&ours_verify, &ours_headers, c, secs, None);
+        let ours_m = wrk(&ours_verify, &ours_headers, c, secs, ours_script);
         row(&mut out, "seeds mcp-oauth-dynamicclient 0.2.0", c, theirs);
         row(&mut out, "mcpgw-sidecar", c, ours_m);
         let ratio = ours_m.rps / theirs.rps;
@@ -400,6 +408,11 @@ async fn main() {
 }
 
 /// wrk script: each thread redeems its own numbered codes `bench-<run>-<thread>-<n>`.
+/// The request Traefik's ForwardAuth sends for an MCP `tools/call`: a GET with the body.
+const VERIFY_LUA: &str = r#"wrk.method = "GET"
+wrk.body = '{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}'
+"#;
+
 const TOKEN_LUA: &str = r#"
 local next_id = 0
 function setup(thread)

@@ -98,6 +98,9 @@ pub struct RawConfig {
     /// Token introspection (RFC 7662).
     #[serde(default)]
     pub introspection: RawIntrospection,
+    /// Rate limits of `/register`, `/authorize` and `/token`.
+    #[serde(default)]
+    pub rate_limit: RawRateLimit,
     /// The MCP authorization policy `/verify` enforces after the token (core's `RawPolicy`, the
     /// policy filter's `servers`, `rules`, `limits`, `other_paths`); unset: `/verify` only
     /// authenticates.
@@ -139,6 +142,34 @@ pub struct RawIntrospection {
     /// confidential client learns only about tokens issued to itself. Default none.
     #[serde(default)]
     pub resource_servers: Vec<String>,
+}
+
+/// `[rate_limit]`: requests to `/register`, `/authorize` and `/token` per window.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateLimit {
+    /// Per client address and endpoint; default 120; 0 turns it off.
+    pub per_address: Option<u32>,
+    /// Per client id on `/authorize` and `/token`; default 60; 0 turns it off.
+    pub per_client: Option<u32>,
+    /// The window; default 1 minute.
+    pub window: Option<TextDuration>,
+    /// Take the address from the last `X-Forwarded-For` entry (behind Envoy/Traefik); default
+    /// true.
+    pub trust_forwarded_for: Option<bool>,
+}
+
+/// Validated rate limits (0: off).
+#[derive(Debug, Clone, Copy)]
+pub struct RateLimit {
+    /// Requests per client address, endpoint and window.
+    pub per_address: u32,
+    /// Requests per client id, endpoint and window.
+    pub per_client: u32,
+    /// The window.
+    pub window: Duration,
+    /// Use the last `X-Forwarded-For` entry as the address.
+    pub trust_forwarded_for: bool,
 }
 
 /// `[registration]`: who may register clients (RFC 7591).
@@ -300,6 +331,8 @@ pub struct Config {
     pub resources: Resources,
     /// Clients that may introspect any client's tokens.
     pub introspection_resource_servers: Vec<String>,
+    /// Rate limits of the token-less endpoints.
+    pub rate_limit: RateLimit,
     /// The policy `/verify` enforces (unset: authentication only).
     pub policy: Option<Arc<Policy>>,
 }
@@ -655,6 +688,17 @@ impl TryFrom<RawConfig> for Config {
                 None
             }
         });
+        let rate_limit = RateLimit {
+            per_address: raw.rate_limit.per_address.unwrap_or(120),
+            per_client: raw.rate_limit.per_client.unwrap_or(60),
+            window: nonzero(
+                "rate_limit.window",
+                raw.rate_limit.window,
+                Duration::from_secs(60),
+                &mut errors,
+            ),
+            trust_forwarded_for: raw.rate_limit.trust_forwarded_for.unwrap_or(true),
+        };
         let key_prefix = raw.key_prefix.unwrap_or_default();
         if key_prefix
             .chars()
@@ -681,6 +725,7 @@ impl TryFrom<RawConfig> for Config {
             client_metadata,
             resources,
             introspection_resource_servers: raw.introspection.resource_servers,
+            rate_limit,
             policy,
         })
     }

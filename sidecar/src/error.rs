@@ -40,7 +40,7 @@ pub enum ErrorCode {
     AccessDenied,
     /// RFC 7009 §2.2.1.
     UnsupportedTokenType,
-    /// Too many requests (registration rate limit).
+    /// Too many requests (a rate limit; 429 with `Retry-After`).
     SlowDown,
     /// RFC 6749 §5.2 (as in §4.1.2.1): an internal failure.
     ServerError,
@@ -57,6 +57,8 @@ pub struct OAuthError {
     pub description: String,
     /// Internal cause, for the log only.
     cause: Option<String>,
+    /// Seconds after which a rate-limited client may try again (`Retry-After`).
+    retry_after: Option<u64>,
 }
 
 /// The internal cause of a 5xx, put into the response extensions for the logging middleware.
@@ -70,6 +72,15 @@ impl OAuthError {
             code,
             description: description.into(),
             cause: None,
+            retry_after: None,
+        }
+    }
+
+    /// A rate limit reached: 429 `slow_down` with `Retry-After: retry_after` (seconds).
+    pub fn rate_limited(description: impl Into<String>, retry_after: u64) -> OAuthError {
+        OAuthError {
+            retry_after: Some(retry_after.max(1)),
+            ..OAuthError::new(ErrorCode::SlowDown, description)
         }
     }
 
@@ -96,6 +107,7 @@ impl From<StoreError> for OAuthError {
             code,
             description: String::new(),
             cause: Some(e.to_string()),
+            retry_after: None,
         }
     }
 }
@@ -106,6 +118,7 @@ impl From<KeyRingError> for OAuthError {
             code: ErrorCode::ServerError,
             description: String::new(),
             cause: Some(e.to_string()),
+            retry_after: None,
         }
     }
 }
@@ -154,6 +167,11 @@ impl IntoResponse for OAuthError {
                 );
             }
             _ => {}
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         if let Some(cause) = self.cause {
             response.extensions_mut().insert(InternalCause(cause));

@@ -11,6 +11,7 @@ pub mod durability;
 pub mod error;
 pub mod html;
 pub mod keys;
+pub mod limits;
 pub mod register;
 pub mod revoke;
 pub mod store;

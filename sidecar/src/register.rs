@@ -23,7 +23,7 @@ use crate::config::Registration;
 use crate::error::{ErrorCode, OAuthError, no_store};
 use crate::store::{Client, TokenEndpointAuthMethod, hash};
 use crate::upstream::random_token;
-use crate::{AppState, now};
+use crate::{AppState, limits, now};
 
 /// Most redirect URIs one client may register.
 const MAX_REDIRECT_URIS: usize = 16;
@@ -372,25 +372,6 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .and_then(mcpgw_core::auth::bearer_token)
 }
 
-/// The address registration is rate-limited by.
-fn client_address(
-    headers: &HeaderMap,
-    peer: Option<SocketAddr>,
-    trust_forwarded_for: bool,
-) -> String {
-    let forwarded = trust_forwarded_for
-        .then(|| headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()))
-        .flatten()
-        .and_then(|v| v.rsplit(',').next())
-        .map(str::trim)
-        .filter(|v| !v.is_empty());
-    match (forwarded, peer) {
-        (Some(f), _) => f.to_owned(),
-        (None, Some(p)) => p.ip().to_string(),
-        (None, None) => "unknown".to_owned(),
-    }
-}
-
 async fn guard(
     state: &AppState,
     headers: &HeaderMap,
@@ -415,12 +396,15 @@ async fn guard(
             window,
             trust_forwarded_for,
         } => {
-            let addr = client_address(headers, peer, *trust_forwarded_for);
-            if state.store.hit("register", &addr, *window).await? > u64::from(*limit) {
+            let addr = limits::client_address(headers, peer, *trust_forwarded_for);
+            let (count, left) = state.store.hit("register", &addr, *window).await?;
+            if count > u64::from(*limit) {
                 tracing::warn!(%addr, "registration rate limit reached");
-                return Err(OAuthError::new(
-                    ErrorCode::SlowDown,
-                    "too many registrations from this address; try again later",
+                return Err(OAuthError::rate_limited(
+                    format!(
+                        "too many registrations from this address; try again in {left} seconds"
+                    ),
+                    left,
                 ));
             }
             Ok(())
@@ -434,7 +418,9 @@ async fn register(
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     body: Bytes,
 ) -> Result<Response, OAuthError> {
-    guard(&state, &headers, peer.map(|Extension(ConnectInfo(p))| p)).await?;
+    let peer = peer.map(|Extension(ConnectInfo(p))| p);
+    limits::check(&state, "register", &headers, peer).await?;
+    guard(&state, &headers, peer).await?;
     let metadata = parse_metadata(&headers, &body)?;
     let issued_at = now();
     let mut client = validate(metadata, random_token(), issued_at)?;

@@ -637,19 +637,26 @@ impl Store {
         Ok(families.len())
     }
 
-    /// Increments the counter `oauth:ratelimit:{kind}:{id}` in a window; returns the new count.
-    pub async fn hit(&self, kind: &str, id: &str, window: Duration) -> Result<u64, StoreError> {
+    /// Increments the counter `oauth:ratelimit:{kind}:{id}` in a window; returns the new count and
+    /// the seconds left in the window.
+    pub async fn hit(
+        &self,
+        kind: &str,
+        id: &str,
+        window: Duration,
+    ) -> Result<(u64, u64), StoreError> {
         let key = self.key("ratelimit", &format!("{kind}:{id}"));
-        let (n,): (u64,) = redis::pipe()
+        let (n, ttl): (u64, i64) = redis::pipe()
             .incr(&key, 1u64)
             .cmd("EXPIRE")
             .arg(&key)
             .arg(secs(window))
             .arg("NX")
             .ignore()
+            .ttl(&key)
             .query_async(&mut self.conn())
             .await?;
-        Ok(n)
+        Ok((n, u64::try_from(ttl).unwrap_or(0)))
     }
 
     /// Reads a raw string value (the key ring).

@@ -6,12 +6,14 @@
 //! refused and changes nothing; a refused refresh leaves the refresh token usable. Access tokens are RFC 9068 JWTs built from core's
 //! [`AccessTokenClaims`] and signed with the current key.
 
-use axum::extract::State;
+use std::net::SocketAddr;
+
 use axum::extract::rejection::FormRejection;
+use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use axum::{Form, Json, Router};
+use axum::{Extension, Form, Json, Router};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use mcpgw_core::claims::{AccessTokenClaims, Scopes};
@@ -23,7 +25,7 @@ use crate::client_auth::{self, Presented};
 use crate::error::{ErrorCode, OAuthError, no_store};
 use crate::store::{Client, RefreshLookup, RefreshRecord, TokenRecord, Used, User};
 use crate::upstream::random_token;
-use crate::{AppState, now};
+use crate::{AppState, limits, now};
 
 /// The token endpoint's route.
 pub fn routes() -> Router<AppState> {
@@ -83,8 +85,11 @@ fn required<'a>(v: &'a Option<String>, name: &str) -> Result<&'a str, OAuthError
 async fn token(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     form: Result<Form<TokenForm>, FormRejection>,
 ) -> Result<Response, OAuthError> {
+    let peer = peer.map(|Extension(ConnectInfo(p))| p);
+    limits::check(&state, "token", &headers, peer).await?;
     let Form(form) = form.map_err(form_error)?;
     let grant_type = required(&form.grant_type, "grant_type")?.to_owned();
     let presented = Presented::from_request(
@@ -92,6 +97,10 @@ async fn token(
         form.client_id.as_deref(),
         form.client_secret.as_deref(),
     )?;
+    // Before the secret is checked: guessing one is rate-limited per client too.
+    if let Some(client_id) = presented.client_id() {
+        limits::check_client(&state, "token", client_id).await?;
+    }
     let client = client_auth::authenticate(&state, &presented).await?;
     if !matches!(grant_type.as_str(), "authorization_code" | "refresh_token") {
         return Err(OAuthError::new(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
 import time
 
 import anyio
@@ -63,3 +64,23 @@ def test_no_token_code_state_or_secret_reaches_a_log(stack):
     leaks = [f"{name}:{text[:text.index(v)].count(chr(10)) + 1}" for name, text in logs.items()
              for v in used if v in text]
     assert not leaks, f"secrets in the logs at {leaks}"
+
+
+def test_redis_is_bounded_and_only_ephemeral_state_can_be_evicted(stack):
+    """`make run`'s Redis has a memory limit with volatile-ttl eviction; every key the sidecar
+    wrote has a TTL except the signing keys and the revocation feed (never evicted), so pending
+    logins, codes and counters are bounded in count and time."""
+    port = stack.info["redis"].rsplit(":", 1)[1]
+
+    def cli(*args: str) -> list[str]:
+        out = subprocess.run(["redis-cli", "-p", port, "--no-raw", *args], capture_output=True,
+                             text=True, check=True).stdout
+        return [line.split(") ", 1)[-1].strip().strip('"') for line in out.splitlines() if line.strip()]
+
+    assert cli("CONFIG", "GET", "maxmemory")[1] != "0"
+    assert cli("CONFIG", "GET", "maxmemory-policy")[1] == "volatile-ttl"
+    # A login's worth of keys at least (this module's other test ran one).
+    keys = [k for k in cli("--scan") if k]
+    assert any(k.startswith("oauth:client:") for k in keys), keys
+    forever = sorted(k for k in keys if cli("TTL", k)[0] == "-1")
+    assert forever == ["oauth:keys", "oauth:revoked"] or forever == ["oauth:keys"], forever

@@ -25,12 +25,13 @@
 pub mod cimd;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 
-use axum::Router;
-use axum::extract::{Form, Query, State};
+use axum::extract::{ConnectInfo, Form, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{Extension, Router};
 use mcpgw_core::claims::Scopes;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
@@ -40,7 +41,7 @@ use crate::error::ErrorCode;
 use crate::html;
 use crate::store::{Client, CodeGrant, StoreError, User, hash};
 use crate::upstream::{LoginSecrets, Upstream, UpstreamError, random_token};
-use crate::{AppState, now};
+use crate::{AppState, limits, now};
 
 /// The path of the upstream callback (under the issuer).
 pub const CALLBACK_PATH: &str = "/oauth/callback";
@@ -48,6 +49,8 @@ pub const CALLBACK_PATH: &str = "/oauth/callback";
 pub const CONSENT_PATH: &str = "/oauth/consent";
 /// Longest `/authorize` query string accepted.
 const MAX_QUERY_BYTES: usize = 8 * 1024;
+/// Longest client `state` accepted (it is stored with the pending login).
+const MAX_STATE_BYTES: usize = 512;
 /// The cookie that binds a login to the browser that started it (http issuers: loopback).
 const BROWSER_COOKIE: &str = "mcpgw_login";
 /// Its name on an https issuer.
@@ -325,6 +328,14 @@ async fn validate(state: &AppState, q: AuthorizeQuery) -> Result<AuthorizationRe
             }
         },
     };
+    // Kept in Redis with the pending login: bounded like everything stored for a stranger.
+    if q.state.as_ref().is_some_and(|s| s.len() > MAX_STATE_BYTES) {
+        return Err(page(
+            StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidRequest,
+            format!("state is longer than {MAX_STATE_BYTES} bytes"),
+        ));
+    }
     let mut request = AuthorizationRequest {
         client_id,
         redirect_uri,
@@ -451,9 +462,22 @@ fn same_browser(headers: &HeaderMap, issuer: &str, expected_hash: &str) -> bool 
 async fn authorize(
     State(state): State<AppState>,
     headers: HeaderMap,
+    peer: Option<Extension<ConnectInfo<SocketAddr>>>,
     uri: Uri,
     query: Result<Query<AuthorizeQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Response {
+    let peer = peer.map(|Extension(ConnectInfo(p))| p);
+    let client_id = query.as_ref().ok().and_then(|q| q.client_id.as_deref());
+    let limited = match limits::check(&state, "authorize", &headers, peer).await {
+        Ok(()) => match client_id {
+            Some(id) => limits::check_client(&state, "authorize", id).await,
+            None => Ok(()),
+        },
+        Err(e) => Err(e),
+    };
+    if let Err(e) = limited {
+        return e.into_response();
+    }
     let issuer = state.config.issuer.clone();
     // Everything in the request ends up in Redis for the login's lifetime: keep it small.
     if uri.query().is_some_and(|q| q.len() > MAX_QUERY_BYTES) {

@@ -370,6 +370,7 @@ async fn rate_limited_mode_throttles_per_address() {
     let r = app.send(from("203.0.113.5")).await;
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
     assert_eq!(r.json["error"], "slow_down");
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
     assert_eq!(
         app.send(from("203.0.113.6")).await.status,
         StatusCode::CREATED

@@ -501,3 +501,106 @@ async fn token_needs_no_redirect_uri_when_the_authorization_request_had_none() {
         "invalid_grant"
     );
 }
+
+#[tokio::test]
+async fn register_authorize_and_token_are_rate_limited_per_address_and_client() {
+    let app = App::with_config(
+        "",
+        "[registration]\nmode = \"open\"\n[rate_limit]\nper_address = 3\nper_client = 2\nwindow = \"1m\"\n",
+    )
+    .await;
+    let request = |method: &str, path: &str, from: &str, body: String| {
+        let content_type = if path == "/register" {
+            "application/json"
+        } else {
+            "application/x-www-form-urlencoded"
+        };
+        axum::http::Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::CONTENT_TYPE, content_type)
+            .header("x-forwarded-for", from)
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    };
+    let limited = |r: &Reply| {
+        assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.json);
+        assert_eq!(r.json["error"], "slow_down");
+        let retry: u64 = r.headers[header::RETRY_AFTER]
+            .to_str()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!((1..=60).contains(&retry), "{retry}");
+        assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    };
+    let registration = json!({"redirect_uris": [REDIRECT], "token_endpoint_auth_method": "none"});
+    for _ in 0..3 {
+        let r = app
+            .send(request(
+                "POST",
+                "/register",
+                "203.0.113.1",
+                registration.to_string(),
+            ))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+    }
+    limited(
+        &app.send(request(
+            "POST",
+            "/register",
+            "203.0.113.1",
+            registration.to_string(),
+        ))
+        .await,
+    );
+    // Per address: a fourth token request from one address, whatever it asks.
+    let form =
+        |client: &str| format!("grant_type=refresh_token&refresh_token=x&client_id={client}");
+    for i in 0..3 {
+        let r = app
+            .send(request(
+                "POST",
+                "/token",
+                "203.0.113.2",
+                form(&format!("c{i}")),
+            ))
+            .await;
+        assert_eq!(r.json["error"], "invalid_client");
+    }
+    limited(
+        &app.send(request("POST", "/token", "203.0.113.2", form("c9")))
+            .await,
+    );
+    // Per client: a third request for one client, from anywhere.
+    for from in ["203.0.113.3", "203.0.113.4"] {
+        let r = app.send(request("POST", "/token", from, form("one"))).await;
+        assert_eq!(r.json["error"], "invalid_client");
+    }
+    limited(
+        &app.send(request("POST", "/token", "203.0.113.5", form("one")))
+            .await,
+    );
+    // /authorize, answered in JSON too when limited.
+    for i in 0..3 {
+        let r = app
+            .send(request(
+                "GET",
+                &format!("/authorize?client_id=x{i}"),
+                "203.0.113.6",
+                String::new(),
+            ))
+            .await;
+        assert_ne!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    }
+    limited(
+        &app.send(request(
+            "GET",
+            "/authorize?client_id=y",
+            "203.0.113.6",
+            String::new(),
+        ))
+        .await,
+    );
+}
