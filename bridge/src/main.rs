@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use clap::Parser;
 use mcpgw_bridge::Bridge;
 use mcpgw_bridge::config::{Config, LogFormat};
@@ -43,16 +42,11 @@ fn main() -> anyhow::Result<()> {
 async fn serve(cfg: Config) -> anyhow::Result<()> {
     let listen = cfg.listen;
     let bridge = Bridge::new(cfg)?;
-    // Each SSE event is a small write of its own: without TCP_NODELAY, one could wait for the
-    // client's delayed ACK of the one before.
+    // mcpgw_serve: header-read timeout, connection limit, TCP_NODELAY (each SSE event is a small
+    // write of its own), graceful shutdown.
     let listener = tokio::net::TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?
-        .tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                warn!(error = %e, "cannot set TCP_NODELAY on a connection");
-            }
-        });
+        .with_context(|| format!("cannot listen on {listen}"))?;
     info!(%listen, path = %bridge.cfg.path, command = ?bridge.child_opts.argv, "mcpgw-bridge listening");
     bridge.start();
     let app = mcpgw_bridge::http::router(Arc::clone(&bridge));
@@ -64,7 +58,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
         drainer.shutdown().await;
         let _ = stopped_tx.send(());
     });
-    let server = axum::serve(listener, app).with_graceful_shutdown(async {
+    let server = mcpgw_serve::serve(listener, app, mcpgw_serve::Limits::default(), async {
         let _ = stopped_rx.await;
     });
     let served = tokio::spawn(async move { server.await });

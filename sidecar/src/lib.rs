@@ -20,10 +20,12 @@ pub mod upstream;
 pub mod verify;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 
 use crate::config::Config;
@@ -32,6 +34,9 @@ use crate::store::{Store, StoreError};
 
 /// Largest request body accepted (registration metadata, token requests).
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
+/// Longest a request may take, from its head to the answer (the login's upstream calls and
+/// metadata document fetches have shorter timeouts of their own).
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Seconds since the Unix epoch.
 pub fn now() -> u64 {
@@ -112,6 +117,11 @@ pub fn router(state: AppState) -> Router {
         .merge(authorize::routes())
         .layer(axum::middleware::map_response(log_internal_error))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        // A request (its body included) that takes longer is cut: 408.
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
         // Spans name the path only: query strings carry codes and state (never logged).
         .layer(TraceLayer::new_for_http().make_span_with(|req: &axum::http::Request<_>| {
             tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())

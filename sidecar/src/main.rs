@@ -6,7 +6,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use axum::serve::ListenerExt;
 use clap::{Parser, Subcommand};
 use mcpgw_sidecar::config::{Config, LogFormat};
 use mcpgw_sidecar::{AppState, durability, key_storage, keys, now, router, store::Store};
@@ -100,18 +99,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let rotation = config.key_rotation;
     let state = AppState::new(config).await?;
     let watch = tokio::spawn(durability::watch(state.clone(), rotation));
-    // Answers are small writes; none should wait for the client's delayed ACK.
-    let listener = tokio::net::TcpListener::bind(listen).await?.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::warn!(error = %e, "cannot set TCP_NODELAY on a connection");
-        }
-    });
+    let listener = tokio::net::TcpListener::bind(listen).await?;
     tracing::info!(%listen, issuer = %state.config.issuer, "mcpgw-sidecar listening");
-    axum::serve(
+    mcpgw_serve::serve(
         listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+        router(state),
+        mcpgw_serve::Limits::default(),
+        shutdown_signal(),
     )
-    .with_graceful_shutdown(shutdown_signal())
     .await?;
     watch.abort();
     tracing::info!("mcpgw-sidecar stopped");

@@ -355,3 +355,39 @@ async fn the_key_ring_is_written_back_when_redis_lost_it_so_tokens_outlive_a_res
     assert_eq!(jwks(&running).await, before);
     assert_eq!(running.verify(access).await, 200);
 }
+
+#[tokio::test]
+async fn a_client_slow_to_send_its_request_head_is_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let port = free_port();
+    let config = config_text(&redis().url(), "", "");
+    let mut p = sidecar(&config, port, &[]);
+    p.wait_ready(port, Duration::from_secs(20));
+    let started = std::time::Instant::now();
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .unwrap();
+        tcp.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+            .await
+            .unwrap();
+        slow.push(tcp);
+    }
+    for tcp in &mut slow {
+        let mut rest = Vec::new();
+        let closed =
+            tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut rest)).await;
+        assert!(closed.is_ok(), "a slow-header connection was held open");
+    }
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_secs(5) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+    // The sidecar still answers.
+    let r = reqwest::get(format!("http://127.0.0.1:{port}/health"))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
