@@ -59,6 +59,8 @@ pub struct OAuthError {
     cause: Option<String>,
     /// Seconds after which a rate-limited client may try again (`Retry-After`).
     retry_after: Option<u64>,
+    /// A body over the size limit: 413 instead of the code's status.
+    too_large: bool,
 }
 
 /// The internal cause of a 5xx, put into the response extensions for the logging middleware.
@@ -73,6 +75,21 @@ impl OAuthError {
             description: description.into(),
             cause: None,
             retry_after: None,
+            too_large: false,
+        }
+    }
+
+    /// A request body over the limit: 413 `invalid_request`.
+    pub fn too_large() -> OAuthError {
+        OAuthError {
+            too_large: true,
+            ..OAuthError::new(
+                ErrorCode::InvalidRequest,
+                format!(
+                    "the request body is larger than {} bytes",
+                    crate::MAX_BODY_BYTES
+                ),
+            )
         }
     }
 
@@ -86,6 +103,9 @@ impl OAuthError {
 
     /// The HTTP status for the code.
     pub fn status(&self) -> StatusCode {
+        if self.too_large {
+            return StatusCode::PAYLOAD_TOO_LARGE;
+        }
         match self.code {
             ErrorCode::InvalidClient | ErrorCode::InvalidToken => StatusCode::UNAUTHORIZED,
             ErrorCode::AccessDenied => StatusCode::FORBIDDEN,
@@ -108,6 +128,7 @@ impl From<StoreError> for OAuthError {
             description: String::new(),
             cause: Some(e.to_string()),
             retry_after: None,
+            too_large: false,
         }
     }
 }
@@ -119,6 +140,7 @@ impl From<KeyRingError> for OAuthError {
             description: String::new(),
             cause: Some(e.to_string()),
             retry_after: None,
+            too_large: false,
         }
     }
 }

@@ -9,6 +9,7 @@
 use std::net::SocketAddr;
 
 use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
 use axum::extract::{ConnectInfo, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -350,7 +351,17 @@ fn validate(m: ClientMetadata, client_id: String, issued_at: u64) -> Result<Clie
 
 /// Client metadata from a request: `Content-Type: application/json` (RFC 7591 §3.1; anything
 /// else could come from a cross-site form, which can only send form or text bodies).
-fn parse_metadata(headers: &HeaderMap, body: &[u8]) -> Result<ClientMetadata, OAuthError> {
+fn parse_metadata(
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<ClientMetadata, OAuthError> {
+    let body = match body {
+        Ok(body) => body,
+        Err(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            return Err(OAuthError::too_large());
+        }
+        Err(_) => return Err(bad_metadata("the body could not be read")),
+    };
     let json = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -361,7 +372,7 @@ fn parse_metadata(headers: &HeaderMap, body: &[u8]) -> Result<ClientMetadata, OA
             "the body must be client metadata as Content-Type: application/json",
         ));
     }
-    serde_json::from_slice(body)
+    serde_json::from_slice(&body)
         .map_err(|_| bad_metadata("the body must be a JSON object of client metadata (RFC 7591)"))
 }
 
@@ -416,12 +427,12 @@ async fn register(
     State(state): State<AppState>,
     headers: HeaderMap,
     peer: Option<Extension<ConnectInfo<SocketAddr>>>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
     let peer = peer.map(|Extension(ConnectInfo(p))| p);
     limits::check(&state, "register", &headers, peer).await?;
     guard(&state, &headers, peer).await?;
-    let metadata = parse_metadata(&headers, &body)?;
+    let metadata = parse_metadata(&headers, body)?;
     let issued_at = now();
     let mut client = validate(metadata, random_token(), issued_at)?;
     let secret = (!client.is_public()).then(random_token);
@@ -482,10 +493,10 @@ async fn update(
     State(state): State<AppState>,
     headers: HeaderMap,
     Path(client_id): Path<String>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OAuthError> {
     let old = managed_client(&state, &headers, &client_id).await?;
-    let metadata = parse_metadata(&headers, &body)?;
+    let metadata = parse_metadata(&headers, body)?;
     if metadata.client_id.as_deref() != Some(client_id.as_str()) {
         return Err(bad_metadata(
             "client_id must be present and equal the client's",

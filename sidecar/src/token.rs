@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 
 use axum::extract::rejection::FormRejection;
 use axum::extract::{ConnectInfo, State};
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Extension, Form, Json, Router};
@@ -64,8 +64,12 @@ pub struct TokenResponse {
 
 /// A body that is not a valid `application/x-www-form-urlencoded` form (or repeats a parameter,
 /// RFC 6749 §3.2) is an `invalid_request`.
-/// The rejection text is not echoed: it may quote a parameter's value.
-pub fn form_error(_: FormRejection) -> OAuthError {
+/// The rejection text is not echoed: it may quote a parameter's value. A body over the limit is
+/// a 413.
+pub fn form_error(rejection: FormRejection) -> OAuthError {
+    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        return OAuthError::too_large();
+    }
     OAuthError::new(
         ErrorCode::InvalidRequest,
         "the body must be application/x-www-form-urlencoded with each parameter at most once",

@@ -225,3 +225,15 @@ def test_revoked_tokens_are_refused(stack, clients, alice):
     assert ("POST", "/token", 400) in everything.trail, everything.trail
     assert len(alice.pages) > logins, "the revoked grant was refreshed without a new login"
 
+
+
+@pytest.mark.parametrize("size", [70_000, 50_000_000])
+def test_an_over_limit_body_for_the_sidecar_gets_413_through_envoy(stack, size):
+    """The sidecar takes 64 KiB: Envoy answers a larger body 413 itself (the sidecar refusing it
+    mid-upload made Envoy answer 503)."""
+    r = httpx.post(f"{stack.url}/token", content=b"grant_type=" + b"x" * size,
+                   headers={"content-type": "application/x-www-form-urlencoded"}, timeout=60)
+    assert r.status_code == 413, (r.status_code, r.text[:200])
+    # Under the limit the sidecar answers as usual (no client: invalid_client).
+    ok = httpx.post(f"{stack.url}/token", data={"grant_type": "x" * 1000})
+    assert ok.status_code == 401 and ok.json()["error"] == "invalid_client"

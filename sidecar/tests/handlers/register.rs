@@ -376,3 +376,37 @@ async fn rate_limited_mode_throttles_per_address() {
         StatusCode::CREATED
     );
 }
+
+#[tokio::test]
+async fn over_limit_bodies_get_413_with_an_oauth_error() {
+    let app = App::start().await;
+    let big = "x".repeat(mcpgw_sidecar::MAX_BODY_BYTES + 1);
+    for (path, content_type, body) in [
+        (
+            "/register",
+            "application/json",
+            format!("{{\"client_name\":\"{big}\"}}"),
+        ),
+        (
+            "/token",
+            "application/x-www-form-urlencoded",
+            format!("grant_type={big}"),
+        ),
+        (
+            "/introspect",
+            "application/x-www-form-urlencoded",
+            format!("token={big}"),
+        ),
+    ] {
+        let r = app
+            .send(
+                Request::post(path)
+                    .header(header::CONTENT_TYPE, content_type)
+                    .body(Body::from(body))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{path}");
+        assert_eq!(r.json["error"], "invalid_request", "{path}");
+    }
+}
