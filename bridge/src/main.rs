@@ -61,7 +61,7 @@ async fn serve(cfg: Config) -> anyhow::Result<()> {
     let server = mcpgw_serve::serve(listener, app, mcpgw_serve::Limits::default(), async {
         let _ = stopped_rx.await;
     });
-    let served = tokio::spawn(async move { server.await });
+    let served = tokio::spawn(server);
     match served.await {
         Ok(r) => r.context("server failed")?,
         Err(e) => warn!(error = %e, "server task failed"),

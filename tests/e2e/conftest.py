@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import anyio
 import httpx2
 import pytest
 from mcp.client.auth import AuthorizationCodeResult, OAuthClientProvider
@@ -154,6 +155,21 @@ class McpUser:
     def access_token(self) -> str:
         assert self.storage.tokens, "no token yet"
         return self.storage.tokens.access_token
+
+
+def connect(url: str, login: str, status: int | None = 200) -> McpUser:
+    """`login`'s MCP client for `url`, logged in through the SDK's OAuth flow by an `initialize`
+    request, which must answer `status` (any, with None)."""
+    person = user(login)
+    client = McpUser(url, Browser(person["login"], person["password"]))
+
+    async def initialize():
+        async with client.http() as http:
+            r = await http.post(client.url, json=INITIALIZE, headers=MCP_HEADERS)
+            assert status is None or r.status_code == status, r.text
+
+    anyio.run(initialize)
+    return client
 
 
 def claims(jwt: str) -> dict:

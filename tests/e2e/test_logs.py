@@ -11,23 +11,13 @@ import secrets
 import subprocess
 import time
 
-import anyio
 import httpx
-from conftest import INITIALIZE, MCP_HEADERS, McpUser, client_auth, user
-from login import Browser
+from conftest import MCP_HEADERS, client_auth, connect
 
 
 def test_no_token_code_state_or_secret_reaches_a_log(stack):
-    alice = user("alice")
-    browser = Browser(alice["login"], alice["password"])
-    client = McpUser(f"{stack.url}/everything/mcp", browser)
-
-    async def connect():
-        async with client.http() as http:
-            r = await http.post(client.url, json=INITIALIZE, headers=MCP_HEADERS)
-            assert r.status_code == 200, r.text
-
-    anyio.run(connect)
+    client = connect(f"{stack.url}/everything/mcp", "alice")
+    browser = client.browser
     info = client.storage.client_info
     tokens = client.storage.tokens
     # The sidecar's and the provider's codes, states and nonces the browser carried.

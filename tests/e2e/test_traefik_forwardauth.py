@@ -22,12 +22,10 @@ import json
 import re
 from dataclasses import dataclass
 
-import anyio
 import httpx
 import pytest
 import yaml
-from conftest import INITIALIZE, MCP_HEADERS, McpUser, claims, client_auth, user
-from login import Browser
+from conftest import INITIALIZE, MCP_HEADERS, claims, client_auth, connect
 from stack import ROOT
 
 DYNAMIC = yaml.safe_load((ROOT / "traefik/dynamic/mcpgw.yml").read_text())["http"]
@@ -119,17 +117,7 @@ class Traefik:
 @pytest.fixture(scope="module")
 def bob(stack):
     """bob's token for /everything/mcp, from the sidecar through the SDK's OAuth flow."""
-    b = user("bob")
-    browser = Browser(b["login"], b["password"])
-    client = McpUser(f"{stack.url}/everything/mcp", browser)
-
-    async def login():
-        async with client.http() as http:
-            r = await http.post(client.url, json=INITIALIZE, headers=MCP_HEADERS)
-            assert r.status_code == 200, r.text
-
-    anyio.run(login)
-    return client
+    return connect(f"{stack.url}/everything/mcp", "bob")
 
 
 @pytest.fixture(scope="module")
@@ -214,14 +202,7 @@ def tokens(stack) -> dict[tuple[str, str], str]:
     sidecar through the SDK's OAuth flow; `time` is for sales only (the policy), so alice's token
     for it is minted and then refused by the policy."""
 
-    async def token(login: str, server: str) -> str:
-        u = user(login)
-        client = McpUser(f"{stack.url}/{server}/mcp", Browser(u["login"], u["password"]))
-        async with client.http() as http:
-            await http.post(client.url, json=INITIALIZE, headers=MCP_HEADERS)
-        return client.access_token
-
-    return {(login, server): anyio.run(token, login, server)
+    return {(login, server): connect(f"{stack.url}/{server}/mcp", login, status=None).access_token
             for login in ("alice", "bob") for server in ("everything", "time")}
 
 
