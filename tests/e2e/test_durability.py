@@ -54,11 +54,12 @@ def envoy_accepts(stack, token: str) -> bool:
 
 
 def at_verify(stack, token: str) -> httpx.Response:
-    return httpx.get(f"{stack.info['sidecar']}/verify", headers={
+    # As Traefik's ForwardAuth asks: a GET with the MCP request's body (the policy decides on it).
+    return httpx.request("GET", f"{stack.info['sidecar']}/verify", headers={
         "Authorization": f"Bearer {token}",
         "X-Forwarded-Method": "POST", "X-Forwarded-Proto": "http",
         "X-Forwarded-Host": stack.url.split("://")[1], "X-Forwarded-Uri": "/everything/mcp",
-    })
+    }, content=b'{"jsonrpc":"2.0","id":1,"method":"ping"}')
 
 
 def kill_and_await_restart(stack, name: str) -> None:
