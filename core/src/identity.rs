@@ -213,7 +213,7 @@ fn plain_word(w: u64, separator: Option<u8>) -> bool {
 /// An identity value as it travels in a header: UTF-8, each [`escaped`] byte written `%XX`
 /// (upper-case hex); a value needing no escape is borrowed. [`decode`] reverses it exactly.
 pub fn encode(value: &str) -> Cow<'_, str> {
-    if !value.bytes().any(escaped) {
+    if is_plain(value, None) {
         return Cow::Borrowed(value);
     }
     let mut out = String::with_capacity(value.len() + 8);
@@ -249,10 +249,12 @@ pub fn decode(text: &str) -> Option<Cow<'_, str>> {
     if is_plain(text, None) {
         return Some(Cow::Borrowed(text));
     }
+    // Not plain: some byte is escaped; everything before the first is copied as it stands.
     let bytes = text.as_bytes();
-    let Some(first) = bytes.iter().position(|&b| ESCAPED[usize::from(b)]) else {
-        return Some(Cow::Borrowed(text));
-    };
+    let first = bytes
+        .iter()
+        .position(|&b| ESCAPED[usize::from(b)])
+        .unwrap_or(bytes.len());
     let mut out = Vec::with_capacity(bytes.len());
     out.extend_from_slice(&bytes[..first]);
     let mut i = first;
